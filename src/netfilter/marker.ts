@@ -10,7 +10,7 @@ import { IptablesError, quoteForMessage } from "../errors";
 export const MARKER_PREFIX = "pulumi-iptables:";
 
 /** Characters allowed in a marker id: they need no quoting in iptables-save output. */
-const ID_PATTERN = /^[A-Za-z0-9_.\/-]{1,200}$/;
+const ID_PATTERN = /^[A-Za-z0-9_./-]{1,200}$/;
 
 /** The smallest and largest `order` accepted. Orders are integers so that they print exactly. */
 export const MIN_ORDER = -1_000_000_000;
