@@ -1,0 +1,204 @@
+/**
+ * The script the boot job runs to apply a rules file, and the command line that runs it.
+ *
+ * Why a script and not a bare `iptables-restore --noflush FILE`: the job also runs on live tables
+ * (`systemctl restart`, a second upstart event, a rerun by hand). There a plain restore of the
+ * file either fails on `-N` for a chain that exists, or, without `-N`, appends a second copy of
+ * every rule in a built-in chain. Declaring the chains with `:NAME - [0:0]` instead would flush
+ * them even with `--noflush`, dropping foreign rules. So the script reads the live tables first
+ * and turns the file into one transaction per table that
+ *   - creates only the owned chains that are missing,
+ *   - deletes every live rule whose marker id the file lists, wherever it is in the table,
+ *   - inserts the file's rules at the top of their chains (`-I CHAIN 1`, `-I CHAIN 2`, ...).
+ * iptables-restore commits a table as a whole or not at all, so a failed run changes nothing in
+ * that table, and a second run leaves the same rules as the first. Foreign rules keep their
+ * relative order below the managed ones.
+ *
+ * The script is plain POSIX sh and awk (dash, busybox and mawk run it) because it runs before
+ * the network is up and on hosts as old as Ubuntu 14.04. It is the same for every host; the
+ * host-specific parts (the backend's programs and options) are its arguments.
+ */
+import { IptablesError, quoteForMessage } from "../errors";
+import type { Family } from "../netfilter/types";
+import { HOST_LOCK_PATH, RESTORE_SCRIPT_PATH, RULES_PATHS } from "./paths";
+
+/** How the boot job restores one family. */
+export interface RestoreJob {
+  readonly family: Family;
+  /** Absolute path of the backend's save program, such as `/usr/sbin/iptables-nft-save`. */
+  readonly saveCommand: string;
+  /** Absolute path of the backend's restore program, such as `/usr/sbin/iptables-nft-restore`. */
+  readonly restoreCommand: string;
+  /** Whether the restore program accepts `--wait` (iptables 1.6.2 and later). */
+  readonly wait: boolean;
+  /** @default RULES_PATHS[family] */
+  readonly rulesPath?: string;
+}
+
+/** Characters allowed in the paths of a job: they need no quoting in a unit, a job or sh. */
+const SAFE_PATH = /^\/[A-Za-z0-9_.+/-]*$/;
+
+/**
+ * Builds the argv that applies one family's rules file through the restore script.
+ * Append `--test` to check the file against the live tables without changing them.
+ *
+ * Throws INVALID_INPUT when a path is not absolute or has characters that need quoting.
+ */
+export function restoreArgv(job: RestoreJob, scriptPath: string = RESTORE_SCRIPT_PATH): string[] {
+  const rulesPath = job.rulesPath ?? RULES_PATHS[job.family];
+  for (const [field, path] of [
+    ["scriptPath", scriptPath],
+    ["rulesPath", rulesPath],
+    ["saveCommand", job.saveCommand],
+    ["restoreCommand", job.restoreCommand],
+  ] as const) {
+    if (!SAFE_PATH.test(path) || path.includes("..")) {
+      throw new IptablesError(
+        "INVALID_INPUT",
+        `${field} ${quoteForMessage(path)} is invalid: use an absolute path of letters, digits ` +
+          `and "_", ".", "+", "/", "-"`,
+        { details: { field, value: path } },
+      );
+    }
+  }
+  const options = job.wait ? ["--noflush", "--wait"] : ["--noflush"];
+  return ["/bin/sh", scriptPath, rulesPath, job.saveCommand, job.restoreCommand, ...options];
+}
+
+/**
+ * The awk program that merges the live dump and the rules file into the restore input. It reads
+ * the live dump, a separator line, then the rules file. It contains no single quote, because the
+ * script passes it to awk in single quotes.
+ */
+const MERGE_PROGRAM = String.raw`
+function markerId(line,    rest, token, id) {
+  # The marker is the last --comment that looks like one, as the library writes it last.
+  id = ""
+  rest = line
+  while (match(rest, /--comment "?pulumi-iptables:[A-Za-z0-9_.\/-]+:-?[0-9]+/)) {
+    token = substr(rest, RSTART, RLENGTH)
+    rest = substr(rest, RSTART + RLENGTH)
+    sub(/^--comment "?pulumi-iptables:/, "", token)
+    sub(/:-?[0-9]+$/, "", token)
+    id = token
+  }
+  return id
+}
+function fail(message) {
+  print "pulumi-iptables: " message > "/dev/stderr"
+  failed = 1
+  exit 1
+}
+function emit(    i, words, chain, position) {
+  print "*" table
+  for (i = 1; i <= chainCount; i++)
+    if (!((table, chains[i]) in liveChain)) print "-N " chains[i]
+  for (i = 1; i <= liveCount[table]; i++)
+    if (liveId[table, i] in wanted) print "-D" substr(liveRule[table, i], 3)
+  split("", position)
+  for (i = 1; i <= ruleCount; i++) {
+    split(rules[i], words, " ")
+    chain = words[2]
+    position[chain]++
+    print "-I " chain " " position[chain] substr(rules[i], length(chain) + 4)
+  }
+  print "COMMIT"
+}
+!inRules && $0 == "#pulumi-iptables:end-of-live-tables" { inRules = 1; table = ""; next }
+!inRules {
+  if (substr($0, 1, 1) == "*") {
+    table = substr($0, 2)
+  } else if (substr($0, 1, 1) == ":") {
+    split(substr($0, 2), words, " ")
+    liveChain[table, words[1]] = 1
+  } else if (substr($0, 1, 3) == "-A ") {
+    id = markerId($0)
+    if (id != "") {
+      n = ++liveCount[table]
+      liveRule[table, n] = $0
+      liveId[table, n] = id
+    }
+  }
+  next
+}
+{ lineNumber++ }
+/^#/ || /^[ \t]*$/ { next }
+substr($0, 1, 1) == "*" {
+  if (table != "") fail("line " lineNumber " of the rules file opens a table before COMMIT")
+  table = substr($0, 2)
+  chainCount = 0
+  ruleCount = 0
+  split("", wanted)
+  next
+}
+table != "" && substr($0, 1, 3) == "-N " { chains[++chainCount] = $2; next }
+table != "" && substr($0, 1, 3) == "-A " {
+  id = markerId($0)
+  if (id == "") fail("line " lineNumber " of the rules file has no pulumi-iptables marker")
+  rules[++ruleCount] = $0
+  wanted[id] = 1
+  next
+}
+table != "" && $0 == "COMMIT" { emit(); table = ""; next }
+{ fail("line " lineNumber " of the rules file is not a table, -N, -A or COMMIT line") }
+END {
+  if (failed) exit 1
+  if (inRules && table != "") fail("the rules file ends without COMMIT")
+}
+`;
+
+/**
+ * The restore script. Usage:
+ * `restore.sh RULES_FILE SAVE_COMMAND RESTORE_COMMAND [RESTORE_OPTION...]`.
+ */
+export const RESTORE_SCRIPT = `#!/bin/sh
+# Applies a pulumi-iptables rules file to the live tables without duplicating rules.
+# Rendered by pulumi-iptables; the next pulumi up overwrites this file.
+#
+# Usage: restore.sh RULES_FILE SAVE_COMMAND RESTORE_COMMAND [RESTORE_OPTION...]
+#
+# For each table of the rules file, one restore transaction creates the owned chains that are
+# missing, deletes the live rules whose marker id the file lists, and inserts the file's rules
+# at the top of their chains. Running it twice leaves the same rules as running it once.
+set -eu
+
+if [ "$#" -lt 3 ]; then
+  echo "usage: $0 RULES_FILE SAVE_COMMAND RESTORE_COMMAND [RESTORE_OPTION...]" >&2
+  exit 2
+fi
+rules=$1
+save=$2
+shift 2
+
+if [ ! -r "$rules" ]; then
+  echo "pulumi-iptables: cannot read the rules file $rules" >&2
+  exit 1
+fi
+
+# pulumi-iptables holds this lock while it changes rules over SSH; a rerun by hand waits for it.
+if command -v flock >/dev/null 2>&1 && [ -d /run ] && [ -w /run ]; then
+  exec 9>>${HOST_LOCK_PATH}
+  if ! flock -w 60 9; then
+    echo "pulumi-iptables: timed out after 60 s waiting for ${HOST_LOCK_PATH}" >&2
+    exit 1
+  fi
+fi
+
+live=""
+for table in $(sed -n 's/^[*]\\([a-z]*\\)$/\\1/p' "$rules"); do
+  dump=$("$save" -t "$table")
+  live="$live$dump
+"
+done
+
+transaction=$(printf '%s#pulumi-iptables:end-of-live-tables\\n' "$live" | cat - "$rules" | awk '${MERGE_PROGRAM}')
+if [ -z "$transaction" ]; then
+  exit 0
+fi
+
+if ! printf '%s\\n' "$transaction" | "$@"; then
+  echo "pulumi-iptables: $* rejected this input, built from $rules; nothing was changed in the table that failed:" >&2
+  printf '%s\\n' "$transaction" | awk '{ printf "%4d  %s\\n", NR, $0 }' >&2
+  exit 1
+fi
+`;
