@@ -2,13 +2,7 @@
 export { parseSave, renderSave } from "./netfilter/parse";
 export { ruleMarker } from "./netfilter/managed";
 export { MAX_CHAIN_NAME_LENGTH, planTableChange, validateChainName } from "./netfilter/plan";
-export type {
-  DesiredRule,
-  PlanOptions,
-  PlanStep,
-  TableChange,
-  TablePlan,
-} from "./netfilter/plan";
+export type { DesiredRule, PlanOptions, PlanStep, TableChange, TablePlan } from "./netfilter/plan";
 export type {
   Backend,
   Counters,
