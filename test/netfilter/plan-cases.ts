@@ -4,6 +4,7 @@
  * foreign and managed rules and of changes to them.
  */
 import fc from "fast-check";
+import { expect } from "vitest";
 import { formatMarker, parseMarker, compareMarkers, type Marker } from "../../src/netfilter/marker";
 import { parseSave } from "../../src/netfilter/parse";
 import type { DesiredRule, TableChange } from "../../src/netfilter/plan";
@@ -169,6 +170,59 @@ export function isInOrder(rules: readonly string[], index: number): boolean {
   const expected = firstAfter === -1 ? others.length : firstAfter;
   const above = others.filter((other) => other.index < index).length;
   return above === expected;
+}
+
+/** Checks the state after the plan against the change, independently of the planner. */
+export function checkRequestedState(
+  before: readonly ChainState[],
+  change: TableChange,
+  after: readonly ChainState[],
+): void {
+  const purged = new Set(change.purgeUnmanaged ?? []);
+  const deletedChains = new Set(change.deleteChains ?? []);
+  const upserts = new Map((change.upsertRules ?? []).map((rule) => [rule.marker.id, rule]));
+  const deletedIds = new Set(change.deleteRules ?? []);
+  const afterByName = new Map(after.map((chain) => [chain.name, chain.rules]));
+
+  for (const chain of before) {
+    const rules = afterByName.get(chain.name);
+    if (deletedChains.has(chain.name)) {
+      expect(rules, `chain ${chain.name} is deleted`).toBeUndefined();
+      continue;
+    }
+    expect(rules, `chain ${chain.name} stays`).toBeDefined();
+    // Foreign rules keep their relative order, and all of them stay unless the chain is purged.
+    const foreignBefore = chain.rules.filter((line) => lineMarker(line) === undefined);
+    const foreignAfter = rules!.filter((line) => lineMarker(line) === undefined);
+    expect(foreignAfter, `foreign rules of ${chain.name}`).toEqual(
+      purged.has(chain.name) ? [] : foreignBefore,
+    );
+    // Managed rules the change does not name stay as they were.
+    const untouched = (line: string): boolean => {
+      const marker = lineMarker(line);
+      return marker !== undefined && !upserts.has(marker.id) && !deletedIds.has(marker.id);
+    };
+    expect(rules!.filter(untouched), `unnamed managed rules of ${chain.name}`).toEqual(
+      chain.rules.filter(untouched),
+    );
+  }
+  for (const name of change.createChains ?? [])
+    expect(afterByName.has(name), `chain ${name} exists`).toBe(true);
+
+  const all = after.flatMap((chain) => chain.rules.map((line, index) => ({ chain, line, index })));
+  for (const id of deletedIds)
+    expect(
+      all.filter((rule) => lineMarker(rule.line)?.id === id),
+      `rule ${id}`,
+    ).toEqual([]);
+  for (const [id, desired] of upserts) {
+    const copies = all.filter((rule) => lineMarker(rule.line)?.id === id);
+    expect(
+      copies.map((copy) => [copy.chain.name, copy.line]),
+      `rule ${id}`,
+    ).toEqual([[desired.chain, desired.line]]);
+    expect(isInOrder(copies[0].chain.rules, copies[0].index), `rule ${id} is in order`).toBe(true);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
