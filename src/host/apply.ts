@@ -1,0 +1,226 @@
+/**
+ * One change to one host table: read, plan, apply as one `iptables-restore --noflush`
+ * transaction, read back, with the dead-man switch when the change can lock SSH out.
+ *
+ * Concurrency. Operations on one table of one host run one at a time in this process (a keyed
+ * mutex). Across processes, the apply script runs under `flock` on a file under /run and first
+ * checks that the table still has the hash of the snapshot the plan came from
+ * (compare-and-swap). When another writer got there first, the script returns the current
+ * table instead, and the change is planned again from it. No update is lost, and the lock is
+ * never held across a network round trip of this process.
+ *
+ * Round trips. The last snapshot of each table is kept per host, so a change to a table this
+ * process has read or written before costs one command; a first change costs two (read, apply).
+ * The dead-man switch adds one new connection and one command on it.
+ */
+import { randomBytes } from "node:crypto";
+import { IptablesError, isIptablesError } from "../errors";
+import { planTableChange, type TableChange, type TablePlan } from "../netfilter/plan";
+import type { Family, SaveTable, TableName } from "../netfilter/types";
+import { type HostContext } from "./commands";
+import { describeTarget, formatAddress } from "./connection";
+import type { HostFacts, TableBinaries } from "./facts";
+import { binariesOf } from "./facts";
+import { KeyedMutex } from "./locks";
+import { applyRejected } from "./restore-errors";
+import { confirmOrRollBack } from "./rollback";
+import { needsRollback, type RollbackMode } from "./rollback-scope";
+import { sameRuleFor } from "./same-rule";
+import { readSnapshot, runApply, type TableSnapshot } from "./tables";
+
+export interface ApplyOptions {
+  /**
+   * When to arm the dead-man switch. "auto" arms it when the plan touches a chain reachable
+   * from INPUT, OUTPUT, PREROUTING or POSTROUTING of the table (the chains an SSH session to
+   * the host passes); "always" for every non-empty plan; "never" not at all.
+   * @default "auto"
+   */
+  readonly rollback?: RollbackMode;
+  /**
+   * Seconds a new SSH connection has to confirm the change before the host restores the
+   * previous table by itself. Raise it for hosts that are slow to accept connections.
+   * @default 20
+   */
+  readonly confirmTimeoutSeconds?: number;
+}
+
+export interface ApplyResult {
+  /** The table the plan was computed from (counters as of that read); undefined when absent. */
+  readonly before: SaveTable | undefined;
+  /** The table read back after the change; undefined when absent. */
+  readonly after: SaveTable | undefined;
+  readonly plan: TablePlan;
+  /** Whether a transaction was applied. */
+  readonly changed: boolean;
+}
+
+export const DEFAULT_CONFIRM_TIMEOUT_SECONDS = 20;
+/** Compare-and-swap attempts before APPLY_CONFLICT; each attempt is one round trip. */
+const MAX_APPLY_ATTEMPTS = 10;
+
+/** The per-host state an apply reads and updates. */
+export interface TableState {
+  /** The last snapshot per `family/table`, reused as the plan's starting point. */
+  readonly snapshots: Map<string, TableSnapshot>;
+}
+
+const tableMutex = new KeyedMutex();
+
+/** Applies `change` to one table; see the file comment for the protocol. */
+export async function applyTableChange(
+  ctx: HostContext,
+  facts: HostFacts,
+  state: TableState,
+  family: Family,
+  table: TableName,
+  change: TableChange,
+  options: ApplyOptions = {},
+): Promise<ApplyResult> {
+  const rollback = options.rollback ?? "auto";
+  const confirmTimeoutSeconds = validateConfirmTimeout(options.confirmTimeoutSeconds);
+  const where = describeTarget(ctx.conn);
+  const binaries = binariesOf(facts, family, where);
+  const sameRule = sameRuleFor({ family, table, backend: facts.backend });
+  const key = `${family}/${table}`;
+  const lockKey = `${formatAddress(ctx.conn.host, ctx.conn.port)}/${key}`;
+
+  return tableMutex.run(lockKey, async () => {
+    let snapshot = state.snapshots.get(key);
+    let fresh = snapshot === undefined;
+    if (snapshot === undefined) snapshot = await readSnapshot(ctx, binaries, family, table);
+
+    for (let attempt = 1; attempt <= MAX_APPLY_ATTEMPTS; attempt++) {
+      let plan: TablePlan;
+      try {
+        plan = planTableChange(snapshot.table, change, { table, sameRule });
+      } catch (error) {
+        // A kept snapshot may be stale; only a fresh one can prove the change impossible.
+        if (fresh || !isIptablesError(error) || error.code !== "PLAN_CONFLICT") throw error;
+        snapshot = await readSnapshot(ctx, binaries, family, table);
+        fresh = true;
+        continue;
+      }
+      checkScript(plan, where);
+      if (plan.script === "" && fresh) {
+        state.snapshots.set(key, snapshot);
+        return { before: snapshot.table, after: snapshot.table, plan, changed: false };
+      }
+
+      const armed = needsRollback(rollback, snapshot.table, plan);
+      const token = randomBytes(9).toString("hex");
+      const armedAt = Date.now();
+      const outcome = await runApply(ctx, {
+        binaries,
+        family,
+        table,
+        expectedHash: snapshot.hash,
+        script: plan.script,
+        rollbackSeconds: armed ? confirmTimeoutSeconds : 0,
+        token,
+        lockWaitSeconds: confirmTimeoutSeconds * 2 + 60,
+        timeoutMs: (confirmTimeoutSeconds * 2 + 120) * 1000,
+      });
+
+      switch (outcome.status) {
+        case "conflict":
+          ctx.emit({
+            kind: "retry",
+            host: formatAddress(ctx.conn.host, ctx.conn.port),
+            user: ctx.conn.user,
+            operation: "apply",
+            attempt,
+            delayMs: 0,
+            reason: `the ${family} ${table} table changed since it was read; planning again`,
+          });
+          snapshot = outcome.current;
+          fresh = true;
+          continue;
+        case "unchanged":
+          state.snapshots.set(key, snapshot);
+          return { before: snapshot.table, after: snapshot.table, plan, changed: false };
+        case "rejected":
+          throw applyRejected(where, family, plan, outcome.exitCode, outcome.stderr);
+        case "applied":
+          state.snapshots.delete(key);
+          if (outcome.armed) {
+            await confirmOrRollBack(ctx, {
+              binaries,
+              family,
+              table,
+              token,
+              deadline: armedAt + confirmTimeoutSeconds * 1000,
+              confirmTimeoutSeconds,
+            });
+          }
+          return finish(ctx, state, binaries, family, table, key, snapshot, outcome.after, plan);
+      }
+    }
+    throw new IptablesError(
+      "APPLY_CONFLICT",
+      `the ${family} ${table} table on ${where} changed between read and write ` +
+        `${MAX_APPLY_ATTEMPTS} times in a row: another process keeps changing it; retry later`,
+      { details: { host: ctx.conn.host, family, table, attempts: MAX_APPLY_ATTEMPTS } },
+    );
+  });
+}
+
+/** Reads one table and keeps the snapshot for the next change. */
+export async function readTableSnapshot(
+  ctx: HostContext,
+  facts: HostFacts,
+  state: TableState,
+  family: Family,
+  table: TableName,
+): Promise<TableSnapshot> {
+  const binaries = binariesOf(facts, family, describeTarget(ctx.conn));
+  const snapshot = await readSnapshot(ctx, binaries, family, table);
+  state.snapshots.set(`${family}/${table}`, snapshot);
+  return snapshot;
+}
+
+async function finish(
+  ctx: HostContext,
+  state: TableState,
+  binaries: TableBinaries,
+  family: Family,
+  table: TableName,
+  key: string,
+  before: TableSnapshot,
+  after: TableSnapshot | undefined,
+  plan: TablePlan,
+): Promise<ApplyResult> {
+  const readBack = after ?? (await readSnapshot(ctx, binaries, family, table));
+  state.snapshots.set(key, readBack);
+  return { before: before.table, after: readBack.table, plan, changed: true };
+}
+
+function validateConfirmTimeout(value: number | undefined): number {
+  const seconds = value ?? DEFAULT_CONFIRM_TIMEOUT_SECONDS;
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 3600) {
+    throw new IptablesError(
+      "INVALID_INPUT",
+      `confirmTimeoutSeconds ${String(value)} is invalid: use whole seconds from 1 to 3600`,
+      { details: { field: "confirmTimeoutSeconds", value } },
+    );
+  }
+  return seconds;
+}
+
+/**
+ * Checks that the script has exactly one line per step, so that no step text (a comment or a
+ * LOG prefix with a newline) can add a line of its own to the transaction.
+ */
+function checkScript(plan: TablePlan, where: string): void {
+  if (plan.script === "") return;
+  const expected = `*${plan.table}\n${plan.steps.map((step) => step.line).join("\n")}\nCOMMIT\n`;
+  const broken = plan.steps.find((step) => /[\r\n]/.test(step.line) || step.line.includes("\0"));
+  if (broken !== undefined || plan.script !== expected) {
+    throw new IptablesError(
+      "INVALID_INPUT",
+      `the restore script for ${where} has a line break or NUL inside a rule` +
+        `${broken?.markerId === undefined ? "" : ` (rule ${broken.markerId})`}: remove line breaks ` +
+        `from comments and LOG prefixes`,
+      { details: { markerId: broken?.markerId, chain: broken?.chain } },
+    );
+  }
+}
