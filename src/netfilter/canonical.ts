@@ -1,0 +1,681 @@
+/**
+ * `canonicalRule` turns a rule written in any form the iptables command accepts into the exact
+ * line iptables-save 1.8.9 prints for it, and `sameRule` compares two rules by that form.
+ *
+ * The reading follows iptables' own command-line parser (iptables/xshared.c, 1.8.9):
+ * - `-A CHAIN` comes first; the other options come in any order, in short or long form
+ *   (`--source`, `--match`, `--jump`, ...), with `!` before an option to negate it.
+ * - An option belongs to the most recently loaded match that defines it. When none does and
+ *   `-p` names a protocol with a match (tcp, udp, icmp, icmp6), that match is loaded implicitly,
+ *   which is how `-p tcp --dport 22` becomes `-p tcp -m tcp --dport 22`.
+ * - `-s` and `-d` take comma-separated lists; a rule with lists expands to one kernel rule per
+ *   source and destination pair, and `canonicalRule` returns one line each, joined by "\n".
+ * iptables-save prints the addresses, interfaces, protocol and fragment flag first, then the
+ * matches in the order they were loaded, then the target.
+ *
+ * NOTE: getopt_long also accepts unambiguous abbreviations of long options (`--dp 22`); this
+ * reader accepts only full names and rejects abbreviations as unknown options.
+ */
+import { IptablesError, quoteForMessage, type ErrorCode } from "../errors";
+import {
+  addressBits,
+  applyMask,
+  formatNetwork,
+  isZero,
+  parseAddress,
+  prefixMask,
+  type Address,
+} from "./addresses";
+import { ConntrackMatch, StateMatch, parseMask } from "./matches/conntrack";
+import { IcmpMatch } from "./matches/icmp";
+import { HashlimitMatch, LimitMatch } from "./matches/limits";
+import { MultiportMatch, TcpUdpMatch } from "./matches/ports";
+import {
+  AddrtypeMatch,
+  CommentMatch,
+  ConnlimitMatch,
+  IprangeMatch,
+  MacMatch,
+  MarkMatch,
+  RecentMatch,
+} from "./matches/simple";
+import type {
+  InterfaceMatch,
+  MatchInstance,
+  NetworkMatch,
+  OptionSpec,
+  ProtocolMatch,
+  RuleEnv,
+  RuleHeader,
+  TargetInstance,
+} from "./model";
+import { formatProtocol, parseProtocol } from "./protocols";
+import { LogTarget, RejectTarget, UNSUPPORTED_TARGETS, VerdictTarget } from "./targets";
+import { tokenize } from "./tokenize";
+import type { RuleContext } from "./types";
+
+type MatchFactory = (env: RuleEnv) => MatchInstance;
+
+/** The match modules this library models, by every name `-m` accepts. */
+const MATCHES: Readonly<Record<string, MatchFactory | undefined>> = {
+  tcp: (env) => new TcpUdpMatch("tcp", env),
+  udp: (env) => new TcpUdpMatch("udp", env),
+  icmp: (env) => (env.family === "ipv4" ? new IcmpMatch("ipv4") : unknownMatch("icmp", env)),
+  icmp6: (env) => (env.family === "ipv6" ? new IcmpMatch("ipv6") : unknownMatch("icmp6", env)),
+  multiport: () => new MultiportMatch(),
+  conntrack: (env) => new ConntrackMatch(env),
+  state: () => new StateMatch(),
+  limit: (env) => new LimitMatch(env),
+  hashlimit: (env) => new HashlimitMatch(env),
+  comment: () => new CommentMatch(),
+  connlimit: (env) => new ConnlimitMatch(env),
+  recent: (env) => new RecentMatch(env),
+  iprange: (env) => new IprangeMatch(env),
+  mark: () => new MarkMatch(),
+  addrtype: (env) => new AddrtypeMatch(env),
+  mac: (env) => new MacMatch(env),
+};
+/** Names iptables maps to the icmp6 match (`xtables_find_match`). */
+const MATCH_ALIASES: Readonly<Record<string, string>> = { icmpv6: "icmp6", "ipv6-icmp": "icmp6" };
+
+/** The match `-p` loads implicitly, by protocol number. */
+const PROTOCOL_MATCHES: Readonly<Record<number, string>> = {
+  6: "tcp",
+  17: "udp",
+  1: "icmp",
+  58: "icmp6",
+};
+
+const BUILTIN_CHAINS = new Set(["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]);
+/** Chain names are at most 28 characters (XT_EXTENSION_MAXNAMELEN is 29 with the NUL). */
+const CHAIN_NAME_MAX = 28;
+/** Interface names are at most 15 characters (IFNAMSIZ is 16 with the NUL). */
+const INTERFACE_NAME_MAX = 15;
+
+function unknownMatch(name: string, env: RuleEnv): never {
+  throw new IptablesError(
+    "RULE_UNKNOWN_MATCH",
+    `-m ${name} is not available for ${env.family}; ` +
+      `use ${env.family === "ipv4" ? "-m icmp with -p icmp" : "-m icmp6 with -p icmpv6"}`,
+    { details: { option: `-m ${name}` } },
+  );
+}
+
+function ruleError(code: ErrorCode, option: string, message: string): IptablesError {
+  return new IptablesError(code, message, { details: { option } });
+}
+
+/** Generic options of the iptables command, by every spelling. */
+const GENERIC: Readonly<Record<string, string>> = {
+  "-s": "source",
+  "--source": "source",
+  "--src": "source",
+  "-d": "destination",
+  "--destination": "destination",
+  "--dst": "destination",
+  "-i": "in-interface",
+  "--in-interface": "in-interface",
+  "-o": "out-interface",
+  "--out-interface": "out-interface",
+  "-p": "protocol",
+  "--protocol": "protocol",
+  "-f": "fragment",
+  "--fragment": "fragment",
+  "-m": "match",
+  "--match": "match",
+  "-j": "jump",
+  "--jump": "jump",
+  "-g": "goto",
+  "--goto": "goto",
+};
+const SHORT_WITH_VALUE = new Set(["-s", "-d", "-i", "-o", "-p", "-m", "-j", "-g"]);
+
+/** Options and values of one rule, in the order they were given. */
+interface ParsedRule {
+  chain: string;
+  sources: string[];
+  sourceInvert: boolean;
+  destinations: string[];
+  destinationInvert: boolean;
+  inInterface?: InterfaceMatch;
+  outInterface?: InterfaceMatch;
+  protocol?: ProtocolMatch;
+  fragment?: { invert: boolean };
+  matches: MatchInstance[];
+  target?: TargetInstance;
+  goto: boolean;
+}
+
+class RuleReader {
+  private readonly owners: Array<MatchInstance | TargetInstance> = [];
+  private protocolMatchUsed = false;
+  private readonly seenGeneric = new Set<string>();
+  readonly rule: ParsedRule;
+  private readonly env: RuleEnv;
+
+  constructor(
+    private readonly tokens: string[],
+    context: Required<RuleContext>,
+  ) {
+    const [command, chain] = tokens;
+    if (command !== "-A" && command !== "--append") {
+      throw ruleError(
+        "RULE_SYNTAX",
+        command ?? "",
+        'a rule must start with "-A CHAIN" (or "--append CHAIN")',
+      );
+    }
+    validateChainName(chain, "-A");
+    this.env = { ...context, chain };
+    this.rule = {
+      chain,
+      sources: [],
+      sourceInvert: false,
+      destinations: [],
+      destinationInvert: false,
+      matches: [],
+      goto: false,
+    };
+  }
+
+  read(): ParsedRule {
+    let invert = false;
+    let index = 2;
+    while (index < this.tokens.length) {
+      const token = this.tokens[index++];
+      if (token === "!") {
+        if (invert) throw ruleError("RULE_SYNTAX", "!", 'two "!" in a row; negate an option once');
+        invert = true;
+        continue;
+      }
+      if (!token.startsWith("-") || token === "-" || token === "--") {
+        throw ruleError(
+          "RULE_SYNTAX",
+          token,
+          `unexpected argument ${quoteForMessage(token, 60)}; every value must follow its option`,
+        );
+      }
+
+      let name = token;
+      let attached: string | undefined;
+      if (token.startsWith("--")) {
+        const equals = token.indexOf("=");
+        if (equals > 0) {
+          name = token.slice(0, equals);
+          attached = token.slice(equals + 1);
+        }
+      } else if (token.length > 2 && SHORT_WITH_VALUE.has(token.slice(0, 2))) {
+        // iptables-restore, which applies the rules, rejects "-ptcp" although the iptables
+        // command accepts it.
+        throw ruleError(
+          "RULE_SYNTAX",
+          token.slice(0, 2),
+          `write ${quoteForMessage(token, 40)} as "${token.slice(0, 2)} ${token.slice(2)}"; iptables-restore ` +
+            "needs a space between a short option and its value",
+        );
+      }
+
+      const takeValue = (): string => {
+        if (attached !== undefined) return attached;
+        const value = this.tokens[index++];
+        if (value === undefined) throw ruleError("RULE_SYNTAX", name, `${name} needs a value`);
+        if (value === "!") {
+          throw ruleError(
+            "RULE_SYNTAX",
+            name,
+            `"${name} ! VALUE" is not accepted; write "! ${name} VALUE"`,
+          );
+        }
+        return value;
+      };
+
+      const generic = GENERIC[name];
+      if (generic !== undefined) {
+        this.generic(generic, name, invert, takeValue);
+      } else if (name.startsWith("--")) {
+        this.moduleOption(name.slice(2), invert, attached, () => {
+          const value = this.tokens[index++];
+          if (value === undefined) throw ruleError("RULE_SYNTAX", name, `${name} needs a value`);
+          if (value === "!") {
+            throw ruleError(
+              "RULE_SYNTAX",
+              name,
+              `"${name} ! VALUE" is not accepted; write "! ${name} VALUE"`,
+            );
+          }
+          return value;
+        });
+      } else {
+        throw ruleError(
+          "RULE_UNKNOWN_OPTION",
+          name,
+          `unknown option ${quoteForMessage(name, 40)}; a rule accepts -s, -d, -i, -o, -p, -f, -m, -j and -g ` +
+            "and the long options of its matches and target",
+        );
+      }
+      invert = false;
+    }
+    if (invert) throw ruleError("RULE_SYNTAX", "!", '"!" at the end of the rule negates nothing');
+    return this.rule;
+  }
+
+  private generic(option: string, spelled: string, invert: boolean, takeValue: () => string): void {
+    const repeatable = option === "match";
+    if (!repeatable && this.seenGeneric.has(option)) {
+      const code = option === "jump" || option === "goto" ? "RULE_SYNTAX" : "RULE_SYNTAX";
+      throw ruleError(
+        code,
+        spelled,
+        `${spelled} is given twice; iptables accepts it once per rule`,
+      );
+    }
+    this.seenGeneric.add(option);
+    const noInvert = (): void => {
+      if (invert) throw ruleError("RULE_SYNTAX", spelled, `"!" cannot negate ${spelled}`);
+    };
+
+    switch (option) {
+      case "source":
+      case "destination": {
+        const values = takeValue().split(",");
+        if (invert && values.length > 1) {
+          throw ruleError(
+            "RULE_SYNTAX",
+            spelled,
+            `"!" cannot negate a list of addresses in ${spelled}`,
+          );
+        }
+        if (option === "source") {
+          this.rule.sources = values;
+          this.rule.sourceInvert = invert;
+        } else {
+          this.rule.destinations = values;
+          this.rule.destinationInvert = invert;
+        }
+        break;
+      }
+      case "in-interface":
+      case "out-interface": {
+        const name = takeValue();
+        validateInterface(spelled, name);
+        const forbidden =
+          option === "in-interface" ? ["OUTPUT", "POSTROUTING"] : ["INPUT", "PREROUTING"];
+        if (forbidden.includes(this.rule.chain)) {
+          throw ruleError(
+            "RULE_INVALID_VALUE",
+            spelled,
+            `${spelled} cannot be used in the ${this.rule.chain} chain`,
+          );
+        }
+        const match = { name, invert };
+        if (option === "in-interface") this.rule.inInterface = match;
+        else this.rule.outInterface = match;
+        break;
+      }
+      case "protocol": {
+        const value = takeValue();
+        const number = parseProtocol("protocol", value.toLowerCase());
+        if (number === 0 && invert) {
+          throw ruleError(
+            "RULE_INVALID_VALUE",
+            spelled,
+            `"! ${spelled} ${value}" would never match any packet`,
+          );
+        }
+        this.rule.protocol = { number, invert };
+        break;
+      }
+      case "fragment":
+        if (this.env.family === "ipv6") {
+          throw ruleError(
+            "RULE_INVALID_VALUE",
+            spelled,
+            "-f is IPv4 only; IPv6 fragments need -m frag, which is not supported",
+          );
+        }
+        this.rule.fragment = { invert };
+        break;
+      case "match": {
+        noInvert();
+        const name = takeValue();
+        const canonicalName = MATCH_ALIASES[name] ?? name;
+        const factory = Object.prototype.hasOwnProperty.call(MATCHES, canonicalName)
+          ? MATCHES[canonicalName]
+          : undefined;
+        if (factory === undefined) {
+          throw ruleError(
+            "RULE_UNKNOWN_MATCH",
+            `-m ${name}`,
+            `match ${quoteForMessage(name, 40)} is not supported; supported matches: ${Object.keys(MATCHES).join(", ")}`,
+          );
+        }
+        const instance = factory(this.env);
+        this.rule.matches.push(instance);
+        this.owners.push(instance);
+        break;
+      }
+      case "jump":
+      case "goto": {
+        noInvert();
+        if (this.rule.target !== undefined) {
+          throw ruleError("RULE_SYNTAX", spelled, "a rule takes one -j or -g");
+        }
+        const name = takeValue();
+        this.rule.target = createTarget(name, option === "goto", this.env);
+        this.rule.goto = option === "goto";
+        this.owners.push(this.rule.target);
+        break;
+      }
+    }
+  }
+
+  private moduleOption(
+    name: string,
+    invert: boolean,
+    attached: string | undefined,
+    next: () => string,
+  ): void {
+    let found = this.findOwner(name);
+    if (found === undefined) found = this.loadProtocolMatch(name);
+    if (found === undefined) {
+      throw ruleError(
+        "RULE_UNKNOWN_OPTION",
+        `--${name}`,
+        `unknown option "--${name}": no match or target loaded before it defines it; ` +
+          "load the match first with -m (or -p for tcp, udp and icmp options)",
+      );
+    }
+    const [owner, spec] = found;
+    if (invert && !spec.invertible) {
+      throw ruleError("RULE_SYNTAX", `--${name}`, `"!" cannot negate --${name}`);
+    }
+    const args: string[] = [];
+    for (let i = 0; i < spec.args; i++)
+      args.push(i === 0 && attached !== undefined ? attached : next());
+    if (spec.args === 0 && attached !== undefined) {
+      throw ruleError("RULE_SYNTAX", `--${name}`, `--${name} takes no value`);
+    }
+    owner.option(spec, args, invert);
+  }
+
+  /** Finds the most recently loaded match or target that defines the option. */
+  private findOwner(name: string): [MatchInstance | TargetInstance, OptionSpec] | undefined {
+    for (let i = this.owners.length - 1; i >= 0; i--) {
+      const spec = this.owners[i].options.get(name);
+      if (spec !== undefined) return [this.owners[i], spec];
+    }
+    return undefined;
+  }
+
+  /**
+   * Loads the protocol's match for an option no loaded module defines, as iptables does: when
+   * that match is not loaded yet, or was loaded only explicitly and never implicitly.
+   */
+  private loadProtocolMatch(name: string): [MatchInstance, OptionSpec] | undefined {
+    const protocol = this.rule.protocol;
+    if (protocol === undefined) return undefined;
+    const matchName = PROTOCOL_MATCHES[protocol.number];
+    if (matchName === undefined) return undefined;
+    if (this.protocolMatchUsed) return undefined;
+    const factory = MATCHES[matchName];
+    if (factory === undefined) return undefined;
+    let instance: MatchInstance;
+    try {
+      instance = factory(this.env);
+    } catch {
+      return undefined;
+    }
+    const spec = instance.options.get(name);
+    if (spec === undefined) return undefined;
+    this.protocolMatchUsed = true;
+    this.rule.matches.push(instance);
+    this.owners.push(instance);
+    return [instance, spec];
+  }
+}
+
+function validateChainName(name: string | undefined, option: string): asserts name is string {
+  if (name === undefined || name === "") {
+    throw ruleError("RULE_SYNTAX", option, `${option} needs a chain name`);
+  }
+  if (
+    name.length > CHAIN_NAME_MAX ||
+    !/^[\x21-\x7e]+$/.test(name) ||
+    /["'\\]/.test(name) ||
+    name.startsWith("-") ||
+    name === "!"
+  ) {
+    throw ruleError(
+      "RULE_INVALID_VALUE",
+      option,
+      `chain name ${quoteForMessage(name, 40)} is invalid: use 1 to ${CHAIN_NAME_MAX} printable characters ` +
+        'without spaces, quotes or backslashes, not starting with "-"',
+    );
+  }
+}
+
+function validateInterface(option: string, name: string): void {
+  if (name === "")
+    throw ruleError(
+      "RULE_INVALID_VALUE",
+      option,
+      `${option} needs an interface name, not an empty string`,
+    );
+  if (name.length > INTERFACE_NAME_MAX || !/^[\x21-\x7e]+$/.test(name) || /["'\\/]/.test(name)) {
+    throw ruleError(
+      "RULE_INVALID_VALUE",
+      option,
+      `interface name ${quoteForMessage(name, 40)} is invalid: use 1 to ${INTERFACE_NAME_MAX} printable characters ` +
+        'without spaces, quotes, "/" or backslashes ("+" at the end matches a prefix)',
+    );
+  }
+}
+
+function createTarget(name: string, isGoto: boolean, env: RuleEnv): TargetInstance {
+  const builtinVerdicts = ["ACCEPT", "DROP", "RETURN"];
+  if (isGoto) {
+    if (
+      builtinVerdicts.includes(name) ||
+      name === "REJECT" ||
+      name === "LOG" ||
+      UNSUPPORTED_TARGETS.has(name)
+    ) {
+      throw ruleError(
+        "RULE_INVALID_VALUE",
+        "-g",
+        `-g needs a user chain, not ${name}; use -j ${name}`,
+      );
+    }
+    validateChainName(name, "-g");
+    return new VerdictTarget(name);
+  }
+  if (builtinVerdicts.includes(name)) return new VerdictTarget(name);
+  if (name === "REJECT") return new RejectTarget(env);
+  if (name === "LOG") return new LogTarget();
+  if (UNSUPPORTED_TARGETS.has(name)) {
+    throw ruleError(
+      "RULE_UNKNOWN_TARGET",
+      `-j ${name}`,
+      `target ${name} is not supported; supported targets: ACCEPT, DROP, RETURN, REJECT, LOG and jumps to user chains`,
+    );
+  }
+  validateChainName(name, "-j");
+  if (BUILTIN_CHAINS.has(name)) {
+    throw ruleError(
+      "RULE_INVALID_VALUE",
+      "-j",
+      `-j ${name} jumps to a built-in chain, which iptables does not allow`,
+    );
+  }
+  return new VerdictTarget(name);
+}
+
+/** Parses one entry of an -s/-d list into a masked network. */
+function parseNetwork(option: string, text: string, invert: boolean, env: RuleEnv): NetworkMatch {
+  const slash = text.indexOf("/");
+  const addressText = slash < 0 ? text : text.slice(0, slash);
+  const address = parseAddress(addressText, env.family);
+  if (address === undefined) {
+    const hostname = /^[A-Za-z][A-Za-z0-9.-]*$/.test(addressText);
+    throw ruleError(
+      hostname ? "RULE_UNSUPPORTED" : "RULE_INVALID_VALUE",
+      option,
+      hostname
+        ? `${option} ${quoteForMessage(text, 60)} is a host name; write the address, because iptables would resolve ` +
+            "the name with DNS on the host when the rule is added"
+        : `${option} ${quoteForMessage(text, 60)} is not an ${env.family === "ipv4" ? "IPv4" : "IPv6"} address ` +
+            "with an optional /prefix or /mask",
+    );
+  }
+  let mask: Address = prefixMask(addressBits(env.family), env.family);
+  if (slash >= 0) mask = parseMask(option.replace(/^-+/, ""), text.slice(slash + 1), env, text);
+  return { address: applyMask(address, mask), mask, invert };
+}
+
+function formatHeader(header: RuleHeader): string {
+  let out = "";
+  const network = (flag: string, match: NetworkMatch | undefined): void => {
+    if (match === undefined) return;
+    if (isZero(match.mask) && !match.invert) return;
+    out += `${match.invert ? " !" : ""} ${flag} ${formatNetwork(match.address, match.mask)}`;
+  };
+  network("-s", header.source);
+  network("-d", header.destination);
+  if (header.inInterface)
+    out += `${header.inInterface.invert ? " !" : ""} -i ${header.inInterface.name}`;
+  if (header.outInterface)
+    out += `${header.outInterface.invert ? " !" : ""} -o ${header.outInterface.name}`;
+  if (header.protocol && header.protocol.number !== 0) {
+    out += `${header.protocol.invert ? " !" : ""} -p ${formatProtocol(header.protocol.number)}`;
+  }
+  if (header.fragment) out += `${header.fragment.invert ? " !" : ""} -f`;
+  return out;
+}
+
+function resolveContext(context: RuleContext | undefined): Required<RuleContext> {
+  return {
+    family: context?.family ?? "ipv4",
+    table: context?.table ?? "filter",
+    backend: context?.backend ?? "nft",
+  };
+}
+
+function tokenizeSpec(spec: string): string[] {
+  try {
+    return tokenize(spec).map((token) => token.value);
+  } catch (error) {
+    throw new IptablesError(
+      "RULE_SYNTAX",
+      `rule ${quoteForMessage(spec, 120)} has a quote that is never closed`,
+      {
+        cause: error,
+        details: { option: "", column: (error as IptablesError).details?.column },
+      },
+    );
+  }
+}
+
+/**
+ * Returns the line iptables-save (iptables 1.8.9, Debian 12) prints for a rule given as
+ * `-A CHAIN ...` in any form the iptables command accepts. A rule whose -s or -d lists several
+ * addresses becomes several kernel rules: the result then has one line per rule, joined by "\n",
+ * in the order iptables adds them (each source with each destination).
+ *
+ * Throws an IptablesError with a RULE_* code, naming the option in `details.option`, when the
+ * rule uses an unsupported match or target, an unknown option, or a value iptables or the kernel
+ * would reject.
+ */
+export function canonicalRule(spec: string, context?: RuleContext): string {
+  const resolved = resolveContext(context);
+  const tokens = tokenizeSpec(spec);
+  const rule = new RuleReader(tokens, resolved).read();
+  const env: RuleEnv = { ...resolved, chain: rule.chain };
+
+  const sources = rule.sources.length === 0 ? [undefined] : rule.sources;
+  const destinations = rule.destinations.length === 0 ? [undefined] : rule.destinations;
+  const headers: RuleHeader[] = [];
+  for (const source of sources) {
+    for (const destination of destinations) {
+      headers.push({
+        source:
+          source === undefined ? undefined : parseNetwork("-s", source, rule.sourceInvert, env),
+        destination:
+          destination === undefined
+            ? undefined
+            : parseNetwork("-d", destination, rule.destinationInvert, env),
+        inInterface: rule.inInterface,
+        outInterface: rule.outInterface,
+        protocol: rule.protocol,
+        fragment: rule.fragment,
+      });
+    }
+  }
+
+  checkBackendLimits(rule, headers, env);
+  for (const match of rule.matches) match.finish(headers[0]);
+  rule.target?.finish(headers[0]);
+
+  let body = "";
+  for (const match of rule.matches) {
+    const saved = match.save();
+    if (saved !== undefined) body += ` -m ${match.name}${saved}`;
+  }
+  if (rule.target !== undefined) {
+    body += ` ${rule.goto ? "-g" : "-j"} ${rule.target.name}${rule.target.save()}`;
+  }
+  return headers.map((header) => `-A ${rule.chain}${formatHeader(header)}${body}`).join("\n");
+}
+
+/** Rejects rules that one backend cannot hold or cannot print back as written. */
+function checkBackendLimits(rule: ParsedRule, headers: RuleHeader[], env: RuleEnv): void {
+  if (env.backend !== "nft") return;
+  for (const header of headers) {
+    for (const [flag, match] of [
+      ["-s", header.source],
+      ["-d", header.destination],
+    ] as const) {
+      if (match !== undefined && match.invert && isZero(match.mask)) {
+        throw ruleError(
+          "RULE_INVALID_VALUE",
+          flag,
+          `"! ${flag} ${formatNetwork(match.address, match.mask)}" matches nothing, and nf_tables rejects it`,
+        );
+      }
+    }
+  }
+  // iptables-nft reads adjacent native port matches back as one match.
+  for (let i = 0; i + 1 < rule.matches.length;) {
+    const current = rule.matches[i];
+    const next = rule.matches[i + 1];
+    if (
+      current instanceof TcpUdpMatch &&
+      current.isNative() &&
+      next instanceof TcpUdpMatch &&
+      current.absorb(next)
+    ) {
+      rule.matches.splice(i + 1, 1);
+    } else {
+      i++;
+    }
+  }
+  const native = rule.matches.filter(
+    (match): match is TcpUdpMatch => match instanceof TcpUdpMatch && match.isNative(),
+  );
+  if (native.length > 1) {
+    throw ruleError(
+      "RULE_UNSUPPORTED",
+      `-m ${native[1].name}`,
+      `iptables-nft merges the ${native[1].name} port matches of a rule in ways this library does not ` +
+        "model; put all port options in one match",
+    );
+  }
+}
+
+/**
+ * Tells whether two rules are the same kernel rule in a family, table and backend: equal texts,
+ * or equal canonical lines. Throws like `canonicalRule` when either rule cannot be canonicalised.
+ */
+export function sameRule(a: string, b: string, context?: RuleContext): boolean {
+  if (a === b) return true;
+  return canonicalRule(a, context) === canonicalRule(b, context);
+}

@@ -1,0 +1,144 @@
+/**
+ * The semantic rule model: what the kernel holds for one rule, independent of how it was
+ * spelled. `canonical.ts` builds it from command-line options and prints it as iptables-save
+ * does; match and target modules plug into it through the interfaces below.
+ */
+import { IptablesError, quoteForMessage } from "../errors";
+import type { Address } from "./addresses";
+import type { Backend, Family, TableName } from "./types";
+
+/** The context a rule is read and printed in. */
+export interface RuleEnv {
+  readonly family: Family;
+  readonly table: TableName;
+  readonly backend: Backend;
+  /** The chain the rule is appended to. */
+  readonly chain: string;
+}
+
+/** An address match (`-s`, `-d`) after masking. */
+export interface NetworkMatch {
+  readonly address: Address;
+  readonly mask: Address;
+  readonly invert: boolean;
+}
+
+/** An interface match (`-i`, `-o`); a trailing "+" matches every name with that prefix. */
+export interface InterfaceMatch {
+  readonly name: string;
+  readonly invert: boolean;
+}
+
+/** The rule's protocol (`-p`) by number; 0 means any and is never printed. */
+export interface ProtocolMatch {
+  readonly number: number;
+  readonly invert: boolean;
+}
+
+/** The part of a rule the kernel checks before any match module. */
+export interface RuleHeader {
+  readonly source?: NetworkMatch;
+  readonly destination?: NetworkMatch;
+  readonly inInterface?: InterfaceMatch;
+  readonly outInterface?: InterfaceMatch;
+  readonly protocol?: ProtocolMatch;
+  /** IPv4 `-f` (second and later fragments), with its negation. */
+  readonly fragment?: { readonly invert: boolean };
+}
+
+/** Tells how an option takes arguments and whether `!` may precede it. */
+export interface OptionSpec {
+  /** The canonical option name without dashes; aliases map to it. */
+  readonly name: string;
+  readonly args: 0 | 1 | 2;
+  readonly invertible: boolean;
+}
+
+/**
+ * One instance of a match module (one `-m NAME` in a rule). The canonicaliser feeds it the
+ * options it owns, in command-line order, then calls `finish` once and `save` to print it.
+ */
+export interface MatchInstance {
+  /** The module name as iptables-save prints it after `-m`. */
+  readonly name: string;
+  /** Options this instance accepts, by every spelling (without the leading dashes). */
+  readonly options: ReadonlyMap<string, OptionSpec>;
+  /** Applies one option. `args` has `spec.args` values. Throws a RULE_* IptablesError. */
+  option(spec: OptionSpec, args: readonly string[], invert: boolean): void;
+  /** Checks the finished match against the whole rule, as iptables and the kernel do. */
+  finish(header: RuleHeader): void;
+  /**
+   * Returns the options as iptables-save prints them after `-m NAME`, each with its leading
+   * space, or undefined when the backend keeps no trace of the match at all.
+   */
+  save(): string | undefined;
+}
+
+/** One target (`-j`/`-g`) with its options; the same shape as a match. */
+export interface TargetInstance {
+  readonly name: string;
+  readonly options: ReadonlyMap<string, OptionSpec>;
+  option(spec: OptionSpec, args: readonly string[], invert: boolean): void;
+  finish(header: RuleHeader): void;
+  /** Returns the target options as iptables-save prints them after `-j NAME`. */
+  save(): string;
+}
+
+/** Builds the option lookup of a module from `[names, args, invertible]` rows. */
+export function optionTable(
+  rows: ReadonlyArray<readonly [readonly string[], 0 | 1 | 2, boolean]>,
+): ReadonlyMap<string, OptionSpec> {
+  const table = new Map<string, OptionSpec>();
+  for (const [names, args, invertible] of rows) {
+    const spec: OptionSpec = { name: names[0], args, invertible };
+    for (const name of names) table.set(name, spec);
+  }
+  return table;
+}
+
+/** An error about one option's value. */
+export function invalidValue(option: string, value: string, expected: string): IptablesError {
+  return new IptablesError(
+    "RULE_INVALID_VALUE",
+    `--${option} ${quoteForMessage(value, 80)} is invalid: ${expected}`,
+    { details: { option: `--${option}`, value } },
+  );
+}
+
+/** An error about a value outside the range the kernel or iptables accepts. */
+export function outOfRange(option: string, value: string, range: string): IptablesError {
+  return new IptablesError(
+    "RULE_OUT_OF_RANGE",
+    `--${option} ${quoteForMessage(value, 80)} is out of range: ${range}`,
+    { details: { option: `--${option}`, value } },
+  );
+}
+
+/** An error for an option given twice where iptables allows it once. */
+export function repeated(option: string): IptablesError {
+  return new IptablesError(
+    "RULE_SYNTAX",
+    `--${option} is given twice; iptables accepts it once per match`,
+    { details: { option: `--${option}` } },
+  );
+}
+
+/** An error for a combination iptables or the kernel rejects. */
+export function invalidRule(option: string, reason: string): IptablesError {
+  return new IptablesError("RULE_INVALID_VALUE", `--${option}: ${reason}`, {
+    details: { option: `--${option}` },
+  });
+}
+
+/** Parses a C `strtoul` number in base 0 within [min, max], for option values. */
+export function parseUnsigned(option: string, text: string, min: number, max: number): number {
+  let value: number | undefined;
+  if (/^0[xX][0-9a-fA-F]+$/.test(text)) value = Number.parseInt(text.slice(2), 16);
+  else if (/^0[0-7]*$/.test(text))
+    value = text.length === 1 ? 0 : Number.parseInt(text.slice(1), 8);
+  else if (/^[1-9]\d*$/.test(text)) value = Number(text);
+  if (value === undefined)
+    throw invalidValue(option, text, `expected a number from ${min} to ${max}`);
+  if (value < min || value > max) throw outOfRange(option, text, `use ${min} to ${max}`);
+  return value;
+}
