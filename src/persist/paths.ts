@@ -28,10 +28,11 @@ export const UPSTART_JOB_NAME = "pulumi-iptables";
 export const UPSTART_JOB_PATH = `/etc/init/${UPSTART_JOB_NAME}.conf`;
 
 /**
- * The lock file that the restore script shares with the library's own changes over SSH, so a
- * manual restart of the boot job never interleaves with a `pulumi up` on the same host.
+ * The folder of the per-table lock files (`pulumi-iptables.FAMILY.TABLE.lock`) that the restore
+ * script shares with the library's changes over SSH, so a manual restart of the boot job never
+ * interleaves with a `pulumi up` on the same host.
  */
-export const HOST_LOCK_PATH = "/run/pulumi-iptables.lock";
+export const HOST_LOCK_DIRECTORY = "/run";
 
 /**
  * The conntrack sizing files. The "90-" prefix orders the sysctl file after the distribution's

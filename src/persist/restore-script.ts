@@ -20,7 +20,7 @@
  */
 import { IptablesError, quoteForMessage } from "../errors";
 import type { Family } from "../netfilter/types";
-import { HOST_LOCK_PATH, RESTORE_SCRIPT_PATH, RULES_PATHS } from "./paths";
+import { HOST_LOCK_DIRECTORY, RESTORE_SCRIPT_PATH, RULES_PATHS } from "./paths";
 
 /** How the boot job restores one family. */
 export interface RestoreJob {
@@ -62,13 +62,22 @@ export function restoreArgv(job: RestoreJob, scriptPath: string = RESTORE_SCRIPT
     }
   }
   const options = job.wait ? ["--noflush", "--wait"] : ["--noflush"];
-  return ["/bin/sh", scriptPath, rulesPath, job.saveCommand, job.restoreCommand, ...options];
+  return [
+    "/bin/sh",
+    scriptPath,
+    job.family,
+    rulesPath,
+    job.saveCommand,
+    job.restoreCommand,
+    ...options,
+  ];
 }
 
 /**
- * The awk program that merges the live dump and the rules file into the restore input. It reads
- * the live dump, a separator line, then the rules file. It contains no single quote, because the
- * script passes it to awk in single quotes.
+ * The awk program that merges the live dump of one table (`only`) and the rules file into the
+ * restore input of that table. It reads the live dump, a separator line, then the rules file,
+ * and checks every section of the file. It contains no single quote, because the script passes
+ * it to awk in single quotes.
  */
 const MERGE_PROGRAM = String.raw`
 function markerId(line,    rest, token, id) {
@@ -139,7 +148,11 @@ table != "" && substr($0, 1, 3) == "-A " {
   wanted[id] = 1
   next
 }
-table != "" && $0 == "COMMIT" { emit(); table = ""; next }
+table != "" && $0 == "COMMIT" {
+  if (table == only) emit()
+  table = ""
+  next
+}
 { fail("line " lineNumber " of the rules file is not a table, -N, -A or COMMIT line") }
 END {
   if (failed) exit 1
@@ -149,56 +162,72 @@ END {
 
 /**
  * The restore script. Usage:
- * `restore.sh RULES_FILE SAVE_COMMAND RESTORE_COMMAND [RESTORE_OPTION...]`.
+ * `restore.sh FAMILY RULES_FILE SAVE_COMMAND RESTORE_COMMAND [RESTORE_OPTION...]`.
  */
 export const RESTORE_SCRIPT = `#!/bin/sh
 # Applies a pulumi-iptables rules file to the live tables without duplicating rules.
 # Rendered by pulumi-iptables; the next pulumi up overwrites this file.
 #
-# Usage: restore.sh RULES_FILE SAVE_COMMAND RESTORE_COMMAND [RESTORE_OPTION...]
+# Usage: restore.sh FAMILY RULES_FILE SAVE_COMMAND RESTORE_COMMAND [RESTORE_OPTION...]
 #
 # For each table of the rules file, one restore transaction creates the owned chains that are
 # missing, deletes the live rules whose marker id the file lists, and inserts the file's rules
 # at the top of their chains. Running it twice leaves the same rules as running it once.
-set -eu
+# A table that fails is left unchanged; the other tables are still applied, and the exit
+# status is 1.
+set -u
+PATH=/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin:$PATH
+LC_ALL=C
+export PATH LC_ALL
 
-if [ "$#" -lt 3 ]; then
-  echo "usage: $0 RULES_FILE SAVE_COMMAND RESTORE_COMMAND [RESTORE_OPTION...]" >&2
+if [ "$#" -lt 4 ]; then
+  echo "usage: $0 FAMILY RULES_FILE SAVE_COMMAND RESTORE_COMMAND [RESTORE_OPTION...]" >&2
   exit 2
 fi
-rules=$1
-save=$2
-shift 2
-
+family=$1
+rules=$2
+save=$3
+shift 3
+case "$family" in
+  ipv4|ipv6) ;;
+  *) echo "pulumi-iptables: family must be ipv4 or ipv6, not $family" >&2; exit 2 ;;
+esac
 if [ ! -r "$rules" ]; then
   echo "pulumi-iptables: cannot read the rules file $rules" >&2
   exit 1
 fi
+tables=$(sed -n 's/^[*]\\([a-z]*\\)$/\\1/p' "$rules") || exit 1
 
-# pulumi-iptables holds this lock while it changes rules over SSH; a rerun by hand waits for it.
-if command -v flock >/dev/null 2>&1 && [ -d /run ] && [ -w /run ]; then
-  exec 9>>${HOST_LOCK_PATH}
-  if ! flock -w 60 9; then
-    echo "pulumi-iptables: timed out after 60 s waiting for ${HOST_LOCK_PATH}" >&2
-    exit 1
+# Restores one table under the lock that pulumi-iptables holds while it changes that table
+# over SSH, so a rerun by hand never interleaves with a pulumi up.
+restore_table() {
+  table=$1
+  shift
+  lock=${HOST_LOCK_DIRECTORY}/pulumi-iptables.$family.$table.lock
+  if command -v flock >/dev/null 2>&1 && [ -w ${HOST_LOCK_DIRECTORY} ]; then
+    exec 9>>"$lock" || return 1
+    if ! flock -w 60 9; then
+      echo "pulumi-iptables: timed out after 60 s waiting for $lock" >&2
+      return 1
+    fi
   fi
-fi
+  live=$("$save" -t "$table") || return 1
+  transaction=$(printf '%s\\n#pulumi-iptables:end-of-live-tables\\n' "$live" | cat - "$rules" |
+    awk -v only="$table" '${MERGE_PROGRAM}') || return 1
+  if [ -z "$transaction" ]; then
+    return 0
+  fi
+  if ! printf '%s\\n' "$transaction" | "$@"; then
+    echo "pulumi-iptables: $* rejected this input for the $table table, built from $rules; the table was not changed:" >&2
+    printf '%s\\n' "$transaction" | awk '{ printf "%4d  %s\\n", NR, $0 }' >&2
+    return 1
+  fi
+}
 
-live=""
-for table in $(sed -n 's/^[*]\\([a-z]*\\)$/\\1/p' "$rules"); do
-  dump=$("$save" -t "$table")
-  live="$live$dump
-"
+status=0
+for table in $tables; do
+  # A subshell per table releases the table's lock when it ends.
+  ( restore_table "$table" "$@" ) || status=1
 done
-
-transaction=$(printf '%s#pulumi-iptables:end-of-live-tables\\n' "$live" | cat - "$rules" | awk '${MERGE_PROGRAM}')
-if [ -z "$transaction" ]; then
-  exit 0
-fi
-
-if ! printf '%s\\n' "$transaction" | "$@"; then
-  echo "pulumi-iptables: $* rejected this input, built from $rules; nothing was changed in the table that failed:" >&2
-  printf '%s\\n' "$transaction" | awk '{ printf "%4d  %s\\n", NR, $0 }' >&2
-  exit 1
-fi
+exit "$status"
 `;

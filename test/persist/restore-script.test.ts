@@ -210,6 +210,24 @@ describe("restore script", () => {
     });
   }
 
+  it("waits for the table lock of pulumi up", async () => {
+    const host = lab.hosts[0];
+    await runScript(host, "ipv4", IPV4_TABLES);
+    const { save: saveCommand, restore: restoreCommand } = programs(host, "ipv4");
+    const argv = restoreArgv({ family: "ipv4", saveCommand, restoreCommand, wait: true });
+    // The lock is held for 2 s by a background flock; the script must not finish before.
+    const script = [
+      "flock /run/pulumi-iptables.ipv4.filter.lock sleep 2 &",
+      "sleep 0.3",
+      "start=$(date +%s%N)",
+      '"$@" || exit 1',
+      "echo $(( ($(date +%s%N) - start) / 1000000 ))",
+    ].join("\n");
+    const result = await lab.exec(host, ["sh", "-c", script, "sh", ...argv]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(Number(result.stdout.trim())).toBeGreaterThanOrEqual(1500);
+  });
+
   it("fails on a rules file without COMMIT", async () => {
     const host = lab.hosts[0];
     await writeFile(host, "/etc/pulumi-iptables/restore.sh", RESTORE_SCRIPT);

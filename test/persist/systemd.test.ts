@@ -72,6 +72,7 @@ describe("renderSystemdUnit", () => {
     expect(exec[0].split(" ")).toEqual([
       "/bin/sh",
       "/etc/pulumi-iptables/restore.sh",
+      "ipv4",
       "/etc/pulumi-iptables/rules.v4",
       "/usr/sbin/iptables-nft-save",
       "/usr/sbin/iptables-nft-restore",

@@ -88,8 +88,8 @@ describe("renderUpstartJob", () => {
   it("restores each family with its own programs", () => {
     const { script } = parseJob(renderUpstartJob(JOBS));
     expect(script).toEqual([
-      "/bin/sh /etc/pulumi-iptables/restore.sh /etc/pulumi-iptables/rules.v4 /sbin/iptables-save /sbin/iptables-restore --noflush",
-      "/bin/sh /etc/pulumi-iptables/restore.sh /etc/pulumi-iptables/rules.v6 /usr/sbin/ip6tables-nft-save /usr/sbin/ip6tables-nft-restore --noflush --wait",
+      "/bin/sh /etc/pulumi-iptables/restore.sh ipv4 /etc/pulumi-iptables/rules.v4 /sbin/iptables-save /sbin/iptables-restore --noflush",
+      "/bin/sh /etc/pulumi-iptables/restore.sh ipv6 /etc/pulumi-iptables/rules.v6 /usr/sbin/ip6tables-nft-save /usr/sbin/ip6tables-nft-restore --noflush --wait",
     ]);
   });
 });
