@@ -39,8 +39,10 @@ export const MAX_CHAIN_NAME_LENGTH = 28;
  * Target names that `iptables -N` 1.8.9 rejects as chain names ("chain name may not clash with
  * target name"): the four verdicts, "standard" (the
  * extension name of the verdict target, libxt_standard)
- * and the target extensions iptables 1.8.9 ships. Each one is checked against iptables on both
- * backends by the planner's lab test.
+ * and the target extensions iptables 1.8.9 ships. The set covers both families, so a name that
+ * only ip6tables rejects (such as "DNPT") or only iptables rejects (such as "TTL") is rejected
+ * for both, and one chain name works in both families. The planner's lab test checks each name
+ * against iptables and ip6tables on both backends.
  */
 export const RESERVED_CHAIN_NAMES: ReadonlySet<string> = new Set([
   "ACCEPT", "DROP", "QUEUE", "RETURN", "standard", "AUDIT", "CHECKSUM", "CLASSIFY", "CLUSTERIP",

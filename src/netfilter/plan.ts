@@ -110,8 +110,8 @@ export interface PlanOptions {
  * Throws IptablesError INVALID_INPUT when the change is malformed: a chain name iptables
  * rejects, a line whose chain or marker differs from its fields, an id both upserted and
  * deleted, and the like. Throws PLAN_CONFLICT when the live table forbids the change: a rule in
- * a chain that does not exist, foreign rules left in a chain to delete, or rules that would
- * still jump to a deleted chain.
+ * a chain that does not exist, foreign rules left in a chain to delete, rules that would still
+ * jump to a deleted chain, or chains that would jump in a loop.
  */
 export function planTableChange(
   live: SaveTable | undefined,
@@ -131,6 +131,7 @@ export function planTableChange(
   ];
   const chainPlans = keptChains.map((chain) => planChain(chain, request, snapshot));
   checkReferencesToDeletedChains(request.table, chainPlans, request.deleteChains);
+  checkJumpLoops(request.table, chainPlans);
 
   const steps: PlanStep[] = [];
   for (const name of request.createChains) {
@@ -226,6 +227,59 @@ function checkReferencesToDeletedChains(
         `still jump to it: ${listRules(rules)}; delete those rules in the same change, or keep ` +
         `the chain`,
       { details: { chain, table, rules } },
+    );
+  }
+}
+
+/**
+ * Raises PLAN_CONFLICT when a built-in chain would reach a loop of jumps or gotos once the plan
+ * is applied. The kernel rejects such a rule set: iptables-restore 1.8.9 fails with "Too many
+ * links" on iptables-nft and "line N failed" on iptables-legacy. Loops that no built-in chain
+ * reaches are accepted by both backends, so they are left alone here too.
+ */
+function checkJumpLoops(table: TableName, plans: readonly ChainPlan[]): void {
+  const chains = new Set(plans.map((plan) => plan.chain));
+  // For each chain, the chains it jumps to, each with the first rule that jumps there.
+  const edges = new Map<string, Map<string, string>>();
+  for (const plan of plans) {
+    const targets = new Map<string, string>();
+    for (const rule of finalRules(plan)) {
+      const target = ruleTarget(rule);
+      if (target !== undefined && chains.has(target) && !targets.has(target)) {
+        targets.set(target, rule.text);
+      }
+    }
+    edges.set(plan.chain, targets);
+  }
+
+  // Depth-first search: reaching a chain that is still on the path closes a loop.
+  const finished = new Set<string>();
+  const path: string[] = [];
+  const findLoop = (chain: string): string[] | undefined => {
+    path.push(chain);
+    for (const target of edges.get(chain)!.keys()) {
+      const onPath = path.indexOf(target);
+      if (onPath !== -1) return [...path.slice(onPath), target];
+      if (finished.has(target)) continue;
+      const loop = findLoop(target);
+      if (loop !== undefined) return loop;
+    }
+    path.pop();
+    finished.add(chain);
+    return undefined;
+  };
+
+  for (const chain of BUILTIN_CHAINS[table]) {
+    if (!chains.has(chain) || finished.has(chain)) continue;
+    const loop = findLoop(chain);
+    if (loop === undefined) continue;
+    const rules = loop.slice(0, -1).map((chain, index) => edges.get(chain)!.get(loop[index + 1])!);
+    throw new IptablesError(
+      "PLAN_CONFLICT",
+      `cannot apply the change to the ${table} table: built-in chain ${chain} would reach the ` +
+        `jump loop ${loop.join(" -> ")}, which the kernel rejects; the loop is made by ` +
+        `${listRules(rules)}; change or delete one of these rules`,
+      { details: { table, from: chain, loop, rules } },
     );
   }
 }

@@ -82,6 +82,7 @@ export function applyScript(
     throw new Error(`script is not one ${table} transaction: ${JSON.stringify(script)}`);
   }
   for (const line of lines.slice(1, -2)) applyLine(table, state, line);
+  checkNoLoop(table, state);
   return toChains(state);
 }
 
@@ -130,6 +131,20 @@ function applyLine(table: TableName, state: Map<string, string[]>, line: string)
     default:
       fail("unexpected command");
   }
+}
+
+/** Throws when a built-in chain reaches a loop of jumps, which the kernel rejects at COMMIT. */
+function checkNoLoop(table: TableName, state: Map<string, string[]>): void {
+  const walk = (chain: string, path: readonly string[]): void => {
+    if (path.includes(chain)) {
+      throw new Error(`iptables-restore would reject the loop ${[...path, chain].join(" -> ")}`);
+    }
+    for (const rule of state.get(chain) ?? []) {
+      const target = jumpTarget(rule);
+      if (target !== undefined && state.has(target)) walk(target, [...path, chain]);
+    }
+  };
+  for (const chain of BUILTIN_CHAINS[table]) walk(chain, []);
 }
 
 function toChains(state: Map<string, string[]>): ChainState[] {

@@ -490,6 +490,37 @@ describe("planTableChange chains", () => {
   });
 });
 
+describe("planTableChange jump loops", () => {
+  const jumpToB = desiredRule("A", m("a-to-b", 1), "", "B");
+  const jumpToA = desiredRule("B", m("b-to-a", 1), "", "A");
+
+  it("rejects a rule that closes a loop", () => {
+    const chains = [
+      input("-A INPUT -j A"),
+      { name: "A", rules: [jumpToB.line] },
+      { name: "B", rules: [] },
+    ];
+    const details = expectCode(() => plan(chains, { upsertRules: [jumpToA] }), "PLAN_CONFLICT");
+    expect(details.from).toBe("INPUT");
+    expect(details.loop).toEqual(["A", "B", "A"]);
+    expect(details.rules).toEqual([jumpToB.line, jumpToA.line]);
+  });
+
+  it("rejects a chain that jumps to itself", () => {
+    const self = desiredRule("A", m("self", 1), "-p tcp", "A");
+    const chains = [input("-A INPUT -j A"), { name: "A", rules: [] }];
+    const details = expectCode(() => plan(chains, { upsertRules: [self] }), "PLAN_CONFLICT");
+    expect(details.from).toBe("INPUT");
+    expect(details.loop).toEqual(["A", "A"]);
+    expect(details.rules).toEqual([self.line]);
+  });
+
+  it("accepts a loop no built-in chain reaches", () => {
+    const chains = [input(), { name: "A", rules: [jumpToB.line] }, { name: "B", rules: [] }];
+    expect(plan(chains, { upsertRules: [jumpToA] }).steps).toHaveLength(1);
+  });
+});
+
 describe("planTableChange input checks", () => {
   const chains = [input()];
   const rule = (overrides: Partial<DesiredRule>): DesiredRule => ({
@@ -709,6 +740,11 @@ function checkConflictIsReal(
   change: TableChange,
   details: Record<string, unknown>,
 ): void {
+  if (details.loop !== undefined) {
+    expect(["INPUT", "FORWARD", "OUTPUT"]).toContain(details.from);
+    checkLoopIsReal(chains, change, details.loop as string[], details.rules as string[]);
+    return;
+  }
   const chain = details.chain as string;
   const rules = details.rules as string[] | undefined;
   expect(change.deleteChains).toContain(chain);
@@ -728,4 +764,25 @@ function checkConflictIsReal(
       expect(change.purgeUnmanaged ?? []).not.toContain(chain);
     }
   }
+}
+
+/** Checks that a loop conflict names a real loop of rules left or added by the change. */
+function checkLoopIsReal(
+  chains: readonly ChainState[],
+  change: TableChange,
+  loop: readonly string[],
+  rules: readonly string[],
+): void {
+  expect(loop[0]).toBe(loop.at(-1));
+  expect(rules).toHaveLength(loop.length - 1);
+  const live = chains.flatMap((state) => state.rules);
+  const upserted = (change.upsertRules ?? []).map((desired) => desired.line);
+  rules.forEach((rule, index) => {
+    expect(rule.startsWith(`-A ${loop[index]} `)).toBe(true);
+    expect(jumpTarget(rule)).toBe(loop[index + 1]);
+    const marker = lineMarker(rule);
+    const kept =
+      marker === undefined || !(change.upsertRules ?? []).some((d) => d.marker.id === marker.id);
+    expect(upserted.includes(rule) || (live.includes(rule) && kept)).toBe(true);
+  });
 }
