@@ -16,3 +16,21 @@ export type {
   SaveTable,
   TableName,
 } from "./netfilter/types";
+
+// resources: the Pulumi dynamic resources and the RateLimit component
+export { Chain } from "./resources/chain";
+export type { ChainArgs } from "./resources/chain";
+export { Rule } from "./resources/rule";
+export type { RuleArgs } from "./resources/rule";
+export { HashlimitRule } from "./resources/hashlimit-rule";
+export type { HashlimitMode, HashlimitRuleArgs } from "./resources/hashlimit-rule";
+export type { MatchArgs, RulePlacementArgs, TargetArgs } from "./resources/rule-inputs";
+export { RateLimit } from "./resources/rate-limit";
+export type {
+  RateLimitArgs,
+  RateLimitFamily,
+  RateLimitHookArgs,
+  RateLimitLogArgs,
+} from "./resources/rate-limit";
+export type { ConnectionArgs } from "./resources/connection";
+export { deriveMarkerId } from "./resources/marker-id";

@@ -1,0 +1,238 @@
+/**
+ * `RateLimit`: per-source-address rate limiting of new connections on one host.
+ *
+ * Per family it owns a chain (default RATE-LIMIT) with three rules in this order:
+ *   10  hashlimit ACCEPT: new connections within the rate (per source address) pass;
+ *   20  LOG, sampled with the limit match, of what is about to be rejected (unless `log: false`);
+ *   30  REJECT (or DROP) of the rest;
+ * and a hook rule in a built-in chain (default INPUT, for example DOCKER-USER for published
+ * container ports) that sends conntrack NEW packets, optionally only of some protocol and
+ * ports, into the chain. Everything else on the host is left as it is.
+ *
+ * With the defaults, a host shows (IPv4):
+ *   -A INPUT -m conntrack --ctstate NEW -m comment --comment "pulumi-iptables:...-hook:0" -j RATE-LIMIT
+ *   -A RATE-LIMIT -m hashlimit --hashlimit-upto 50/sec --hashlimit-burst 20 --hashlimit-mode srcip
+ *      --hashlimit-name ... -m comment --comment "...-accept:10" -j ACCEPT
+ *   -A RATE-LIMIT -m limit --limit 1/sec -m comment --comment "...-log:20" -j LOG --log-prefix "RATE-LIMIT: "
+ *   -A RATE-LIMIT -m comment --comment "...-reject:30" -j REJECT --reject-with icmp-port-unreachable
+ */
+import { createHash } from "node:crypto";
+import * as pulumi from "@pulumi/pulumi";
+import type { Family } from "../netfilter/types";
+import { Chain } from "./chain";
+import type { ConnectionArgs } from "./connection";
+import { HashlimitRule, type HashlimitMode } from "./hashlimit-rule";
+import { Rule } from "./rule";
+
+/** Which built-in chain sends traffic into the rate limit, and which traffic. */
+export interface RateLimitHookArgs {
+  /**
+   * The chain that jumps into the rate limit: a built-in chain of the filter table, or a chain
+   * another tool creates, such as Docker's DOCKER-USER (which must exist before the hook).
+   * @default "INPUT"
+   */
+  readonly chain?: pulumi.Input<string>;
+  /** Only this protocol, such as "tcp". @default "tcp" when `ports` is set, else every protocol */
+  readonly protocol?: pulumi.Input<string>;
+  /** Only these destination ports or "low:high" ranges. @default every port */
+  readonly ports?: pulumi.Input<pulumi.Input<number | string>[]>;
+  /** Only packets arriving on this interface. @default every interface */
+  readonly inInterface?: pulumi.Input<string>;
+  /** Position of the hook among the managed rules of its chain. @default 0 */
+  readonly order?: pulumi.Input<number>;
+}
+
+/** The sampled LOG of rejected connections. */
+export interface RateLimitLogArgs {
+  /** How many log lines at most: a rate such as "1/sec" or "10/minute". @default "1/sec" */
+  readonly rate?: pulumi.Input<string>;
+  /** Lines allowed in a burst. @default 5 */
+  readonly burst?: pulumi.Input<number>;
+  /** `--log-prefix`, at most 29 characters. @default "<chain>: " */
+  readonly prefix?: pulumi.Input<string>;
+  /** Syslog level, 0 to 7 or a name. @default 4 (warning) */
+  readonly level?: pulumi.Input<number | string>;
+}
+
+export interface RateLimitArgs {
+  /** How to reach the host. Stored in state as a secret. */
+  readonly connection: pulumi.Input<ConnectionArgs>;
+  /** "ipv4", "ipv6", or "both" for a chain and rules in each family. @default "ipv4" */
+  readonly family?: "ipv4" | "ipv6" | "both";
+  /** Name of the owned chain (the same in each family). @default "RATE-LIMIT" */
+  readonly chain?: pulumi.Input<string>;
+  /** New connections allowed per source: "50/sec", "3000/minute", ... @default "50/sec" */
+  readonly rate?: pulumi.Input<string>;
+  /** Connections a source may open at once before the rate applies. @default 20 */
+  readonly burst?: pulumi.Input<number>;
+  /**
+   * Name of the kernel's hashlimit table (1 to 15 characters).
+   * @default the resource name when it is a valid name, else "rl-" and 8 hexadecimal digits
+   * derived from it
+   */
+  readonly hashlimitName?: pulumi.Input<string>;
+  /** What a bucket is kept per. @default ["srcip"] */
+  readonly mode?: pulumi.Input<pulumi.Input<HashlimitMode>[]>;
+  /**
+   * Prefix length that groups source addresses into one bucket: a number for the resource's
+   * family, or one per family.
+   * @default 32 for IPv4 (one bucket per address), 64 for IPv6 (one per /64, because a single
+   * client usually holds a whole /64)
+   */
+  readonly srcMask?: number | { readonly ipv4?: number; readonly ipv6?: number };
+  /** Milliseconds after which an idle bucket expires. @default the rate's unit */
+  readonly htableExpireMs?: pulumi.Input<number>;
+  /** Buckets of the kernel's hash table. @default chosen by the kernel */
+  readonly htableSize?: pulumi.Input<number>;
+  /** Maximum entries of the kernel's hash table. @default 8 times htableSize */
+  readonly htableMax?: pulumi.Input<number>;
+  /** Which traffic enters the rate limit. @default conntrack NEW packets arriving through INPUT */
+  readonly hook?: RateLimitHookArgs;
+  /** The sampled LOG of rejected connections, or false for none. @default 1/sec, burst 5 */
+  readonly log?: RateLimitLogArgs | false;
+  /** What happens to connections over the rate. @default "REJECT" */
+  readonly reject?: "REJECT" | "DROP";
+  /**
+   * `--reject-with` of REJECT, per family.
+   * @default "icmp-port-unreachable" (ipv4) and "icmp6-port-unreachable" (ipv6)
+   */
+  readonly rejectWith?: {
+    readonly ipv4?: pulumi.Input<string>;
+    readonly ipv6?: pulumi.Input<string>;
+  };
+}
+
+/** The resources of one family. */
+export interface RateLimitFamily {
+  readonly family: Family;
+  readonly chain: Chain;
+  readonly hook: Rule;
+  readonly accept: HashlimitRule;
+  readonly log?: Rule;
+  readonly final: Rule;
+}
+
+/** Orders of the rules in the owned chain; gaps leave room for rules added later. */
+const ORDER = { accept: 10, log: 20, final: 30 } as const;
+
+export class RateLimit extends pulumi.ComponentResource {
+  /** The resources per family, in the order of `family`. */
+  readonly families: readonly RateLimitFamily[];
+  /** Every managed rule as read back from the host: hook first, then the chain in order. */
+  readonly rules: pulumi.Output<string[]>;
+
+  constructor(name: string, args: RateLimitArgs, opts: pulumi.ComponentResourceOptions = {}) {
+    super("pulumi-iptables:index:RateLimit", name, {}, opts);
+
+    const families: Family[] = args.family === "both" ? ["ipv4", "ipv6"] : [args.family ?? "ipv4"];
+    const connection = pulumi.secret(args.connection);
+    this.families = families.map((family) => this.addFamily(name, family, args, connection));
+
+    this.rules = pulumi
+      .all(
+        this.families
+          .flatMap((f) => [f.hook, f.accept, f.log, f.final].filter((r) => r !== undefined))
+          .map((r) => r.rule),
+      )
+      .apply((rules) => rules);
+    this.registerOutputs({ rules: this.rules });
+  }
+
+  /** Creates the chain and its rules for one family. */
+  private addFamily(
+    name: string,
+    family: Family,
+    args: RateLimitArgs,
+    connection: pulumi.Output<ConnectionArgs>,
+  ): RateLimitFamily {
+    const opts = { parent: this };
+    const prefix = `${name}-${family}`;
+    const chainName = args.chain ?? "RATE-LIMIT";
+    const chain = new Chain(`${prefix}-chain`, { connection, family, name: chainName }, opts);
+
+    const accept = new HashlimitRule(
+      `${prefix}-accept`,
+      {
+        connection,
+        chain,
+        order: ORDER.accept,
+        hashlimitName: args.hashlimitName ?? defaultHashlimitName(name),
+        upto: args.rate ?? "50/sec",
+        burst: args.burst ?? 20,
+        mode: args.mode ?? ["srcip"],
+        srcMask: sourceMask(args.srcMask, family),
+        htableExpireMs: args.htableExpireMs,
+        htableSize: args.htableSize,
+        htableMax: args.htableMax,
+        jump: "ACCEPT",
+      },
+      opts,
+    );
+
+    const log =
+      args.log === false
+        ? undefined
+        : new Rule(
+            `${prefix}-log`,
+            {
+              connection,
+              chain,
+              order: ORDER.log,
+              limit: args.log?.rate ?? "1/sec",
+              limitBurst: args.log?.burst ?? 5,
+              jump: "LOG",
+              logPrefix:
+                args.log?.prefix ?? pulumi.output(chainName).apply((c) => `${c}: `.slice(0, 29)),
+              logLevel: args.log?.level,
+            },
+            opts,
+          );
+
+    const reject = args.reject ?? "REJECT";
+    const final = new Rule(
+      `${prefix}-${reject.toLowerCase()}`,
+      {
+        connection,
+        chain,
+        order: ORDER.final,
+        jump: reject,
+        rejectWith: reject === "REJECT" ? args.rejectWith?.[family] : undefined,
+      },
+      opts,
+    );
+
+    // The hook comes last and goes first: until it exists nothing reaches the chain, so a
+    // half-built chain (say, the REJECT rule without the ACCEPT rule) never rejects traffic.
+    const hook = args.hook ?? {};
+    const hookRule = new Rule(
+      `${prefix}-hook`,
+      {
+        connection,
+        family,
+        chain: hook.chain ?? "INPUT",
+        order: hook.order ?? 0,
+        protocol: hook.protocol ?? (hook.ports === undefined ? undefined : "tcp"),
+        destinationPorts: hook.ports,
+        inInterface: hook.inInterface,
+        ctstate: ["NEW"],
+        jump: chain,
+      },
+      { ...opts, dependsOn: [accept, final, ...(log === undefined ? [] : [log])] },
+    );
+
+    return { family, chain, hook: hookRule, accept, log, final };
+  }
+}
+
+/** The hashlimit name used when none is given: the resource name if iptables takes it. */
+export function defaultHashlimitName(name: string): string {
+  if (/^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/.test(name)) return name;
+  return `rl-${createHash("sha256").update(name).digest("hex").slice(0, 8)}`;
+}
+
+function sourceMask(mask: RateLimitArgs["srcMask"], family: Family): number | undefined {
+  if (typeof mask === "number") return mask;
+  const perFamily = mask?.[family];
+  if (perFamily !== undefined) return perFamily;
+  return family === "ipv6" ? 64 : undefined;
+}
