@@ -23,7 +23,10 @@ export function ruleMarker(rule: Pick<SaveRule, "args">): Marker | undefined {
   return undefined;
 }
 
-/** Options whose value is free text, so a value such as "-j" is not read as an option. */
+/**
+ * Options whose value is free text, so a value such as "-j" is not read as an option.
+ * NOTE: a value "-j" or "-g" of an option missing from this list is still misread as a jump.
+ */
 const FREE_TEXT_OPTIONS = new Set([
   "--comment",
   "--log-prefix",

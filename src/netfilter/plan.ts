@@ -18,14 +18,15 @@
  *   above every foreign rule.
  * A managed rule that is already between the right managed neighbours stays where it is, even
  * when foreign rules have been added around it since. It counts as out of order only when
- * another managed rule of its chain is on the wrong side of it; it is then deleted and
- * inserted again at its place.
+ * another managed rule of its chain is on the wrong side of it. Of the named rules that are out
+ * of order, the planner moves the fewest (a delete, then an insert at the place).
  *
  * Minimality. An upserted rule that is in order and equal to the live rule (by `sameRule`)
  * produces no step. One that is in order but differs is replaced in place (`-R CHAIN N`). Of
  * several live copies of one marker id, the planner keeps the copy that saves the most steps
  * (one that is in order and equal, else one that is in order) and deletes the others. Chains
- * are flushed (`-F`) only when they hold rules, and created (`-N`) only when absent.
+ * are flushed (`-F`) only when they contain rules, and created (`-N`) only when absent. An
+ * insertion at the end of a chain is the rule's own `-A` line.
  *
  * Script. One `*table ... COMMIT` transaction, so iptables-restore applies all of it or none.
  * The planner never writes a chain declaration (`:NAME - [0:0]`), because iptables-restore
@@ -109,9 +110,9 @@ export interface PlanOptions {
  *
  * Throws IptablesError INVALID_INPUT when the change is malformed: a chain name iptables
  * rejects, a line whose chain or marker differs from its fields, an id both upserted and
- * deleted, and the like. Throws PLAN_CONFLICT when the live table forbids the change: a rule in
- * a chain that does not exist, foreign rules left in a chain to delete, rules that would still
- * jump to a deleted chain, or chains that would jump in a loop.
+ * deleted, and the like. Throws PLAN_CONFLICT when the live table forbids the change. That is
+ * the case for a rule in a chain that does not exist, foreign rules left in a chain to delete,
+ * rules that would still jump to a deleted chain, and a jump loop a built-in chain would reach.
  */
 export function planTableChange(
   live: SaveTable | undefined,

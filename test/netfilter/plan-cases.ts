@@ -63,9 +63,9 @@ export function chainsOf(table: SaveTable): ChainState[] {
 }
 
 /**
- * Applies a restore script to chains as iptables-restore --noflush does, and throws where
+ * Applies a restore script to chains as iptables-restore --noflush does. Throws where
  * iptables-restore would fail: a position out of range, a chain that exists or not, deleting a
- * chain that contains rules or that a rule jumps to, and any chain declaration.
+ * chain that contains rules or that a rule jumps to, any chain declaration, and a jump loop.
  */
 export function applyScript(
   table: TableName,

@@ -11,6 +11,7 @@ import {
   applyScript,
   chainsOf,
   checkRequestedState,
+  compareText,
   dumpText,
   lineMarker,
   tableCaseArb,
@@ -125,7 +126,7 @@ function rulesOf(table: SaveTable, chain: string): string[] {
   return table.rules.filter((rule) => rule.chain === chain).map((rule) => rule.text);
 }
 
-/** The chain headers (name and policy) and foreign rules of every chain the change does not own. */
+/** Lists the chain headers (name and policy) and foreign rules of the chains the change does not own. */
 function foreignView(table: SaveTable, change: TableChange): string[] {
   const owned = new Set([...(change.createChains ?? []), ...(change.deleteChains ?? [])]);
   const lines: string[] = [];
@@ -342,5 +343,5 @@ function withBuiltins(chains: readonly ChainState[]): ChainState[] {
 }
 
 function sortChains(chains: readonly ChainState[]): ChainState[] {
-  return [...chains].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return [...chains].sort((a, b) => compareText(a.name, b.name));
 }

@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { hasErrorCode, isIptablesError } from "../../src/errors";
+import { sameRule } from "../../src/netfilter/canonical";
 import { ruleMarker } from "../../src/netfilter/managed";
 import type { Marker } from "../../src/netfilter/marker";
 import { planTableChange, type DesiredRule, type TableChange } from "../../src/netfilter/plan";
@@ -295,6 +296,22 @@ describe("planTableChange repairs", () => {
     expect(
       plan([input(...outOfOrder, duplicate)], { upsertRules: [], deleteRules: [] }).script,
     ).toBe("");
+  });
+
+  it("keeps a rule equal by the semantic sameRule", () => {
+    const live = managedLine(
+      "INPUT",
+      m("ssh", 10),
+      SSH,
+      "REJECT --reject-with icmp-port-unreachable",
+    );
+    const rule = desiredRule("INPUT", m("ssh", 10), SSH, "REJECT");
+    const result = planTableChange(
+      liveTable("filter", [input(live)]),
+      { upsertRules: [rule] },
+      { table: "filter", sameRule: (liveRule, desired) => sameRule(liveRule.text, desired.line) },
+    );
+    expect(result.script).toBe("");
   });
 
   it("uses the given sameRule", () => {
