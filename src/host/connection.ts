@@ -138,9 +138,9 @@ export function formatAddress(host: string, port: number): string {
 }
 
 /**
- * The key of the pooled SSH connection: one per host, port, user, jump host and set of
- * credentials. The credentials enter only as a digest, so a handle with other credentials
- * never rides on a connection it could not have opened itself.
+ * Builds the key of the pooled SSH connection: one per host, port, user, jump host, pinned host
+ * key and set of credentials. The credentials enter only as a digest. A handle with other
+ * credentials or another pin never shares a connection it could not have opened itself.
  */
 export function connectionPoolKey(conn: ResolvedConnection): string {
   const digest = createHash("sha256")
@@ -150,6 +150,7 @@ export function connectionPoolKey(conn: ResolvedConnection): string {
         conn.privateKey ?? null,
         conn.privateKeyPassword ?? null,
         conn.agentSocketPath ?? null,
+        conn.hostKey?.trim().split(/\s+/).slice(0, 2).join(" ") ?? null,
       ]),
     )
     .digest("hex")

@@ -114,7 +114,8 @@ case "$(iptables -V 2>/dev/null)" in
   *nf_tables*)
     for f in ip_tables_names:iptables-legacy-save ip6_tables_names:ip6tables-legacy-save; do
       names=/proc/net/\${f%%:*}; prog=\${f#*:}
-      if [ -s "$names" ] && command -v "$prog" >/dev/null 2>&1; then
+      # Files under /proc report size 0, so test -s cannot tell an empty list.
+      if grep -q . "$names" 2>/dev/null && command -v "$prog" >/dev/null 2>&1; then
         fact "other.$prog" "$(count_rules "$prog")"
       fi
     done ;;
