@@ -18,7 +18,12 @@
  *   stored inputs.
  */
 import { fixtureProject, type FixtureProject } from "./fixture";
-import { ProviderServer, type PropertyMap, type ProviderLog } from "./provider-server";
+import {
+  ProviderServer,
+  type CheckFailure,
+  type PropertyMap,
+  type ProviderLog,
+} from "./provider-server";
 import {
   annotateSecrets,
   changedKeys,
@@ -102,6 +107,18 @@ export class DeploymentError extends Error {
   ) {
     super(`${operation} failed:\n${errors.map((e) => `  ${e.message}`).join("\n")}`);
     this.name = "DeploymentError";
+  }
+}
+
+/** Check returned failures for one resource; the engine stops that resource there. */
+export class CheckFailedError extends Error {
+  constructor(
+    readonly resourceName: string,
+    readonly failures: readonly CheckFailure[],
+  ) {
+    const reasons = failures.map((f) => `${f.property}: ${f.reason}`).join("; ");
+    super(`${resourceName}: check failed: ${reasons}`);
+    this.name = "CheckFailedError";
   }
 }
 
@@ -266,10 +283,8 @@ export class Deployment {
       stripMap(old?.inputs ?? {}),
       stripMap(registration.inputs),
     );
-    if (checked.failures.length > 0) {
-      const reasons = checked.failures.map((f) => `${f.property}: ${f.reason}`).join("; ");
-      throw new Error(`${registration.name}: check failed: ${reasons}`);
-    }
+    if (checked.failures.length > 0)
+      throw new CheckFailedError(registration.name, checked.failures);
     const inputs = annotateSecrets(checked.inputs, registration.inputs) as PropertyMap;
     const plainInputs = stripMap(inputs);
 

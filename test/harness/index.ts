@@ -1,4 +1,4 @@
-export { Deployment, DeploymentError } from "./deployment";
+export { CheckFailedError, Deployment, DeploymentError } from "./deployment";
 export type {
   CallCounts,
   DeploymentOptions,
