@@ -1,17 +1,10 @@
 /**
- * Everything the boot-time restore needs on a host, rendered in one call: the rules file of each
- * family, the restore script, and the systemd unit or upstart job that runs it.
+ * Everything a boot job needs on a host, rendered in one call: the rules file of each family,
+ * the restore script, and the systemd unit or upstart job that runs it.
  */
 import { IptablesError } from "../errors";
 import { FAMILIES, type Family } from "../netfilter/types";
-import {
-  RESTORE_SCRIPT_PATH,
-  RULES_PATHS,
-  SYSTEMD_UNIT_NAME,
-  SYSTEMD_UNIT_PATH,
-  UPSTART_JOB_NAME,
-  UPSTART_JOB_PATH,
-} from "./paths";
+import { persistPaths } from "./paths";
 import { RESTORE_SCRIPT, type RestoreJob } from "./restore-script";
 import { renderRulesFile, type PersistedTable, type SkippedRule } from "./rules-file";
 import { renderSystemdUnit } from "./systemd";
@@ -28,10 +21,12 @@ export interface PersistFile {
   readonly mode: number;
 }
 
-/** The backend programs of one family, without the rules path, which is fixed per family. */
+/** The backend programs of one family. */
 export type FamilyCommands = Omit<RestoreJob, "family" | "rulesPath">;
 
 export interface PersistenceRequest {
+  /** The boot job's name: 1 to 40 lowercase letters, digits and "-". */
+  readonly name: string;
   readonly init: InitSystem;
   /** The managed chains and rules of each family; a family left out or empty is not restored. */
   readonly tables: Readonly<Partial<Record<Family, readonly PersistedTable[]>>>;
@@ -43,21 +38,27 @@ export interface PersistencePlan {
   readonly init: "systemd" | "upstart";
   /** The unit name for systemctl, or the job name for initctl. */
   readonly jobName: string;
+  /** The unit or job file. */
+  readonly jobPath: string;
+  /** The folder of the rules files and the script. */
+  readonly dir: string;
   /** Files to write, in the order to write them (the job file last). Empty: nothing to persist. */
   readonly files: readonly PersistFile[];
-  /** Every path this library may have written for the boot job, for removal on delete. */
+  /** Every file this boot job may have written, for removal on delete. */
   readonly allPaths: readonly string[];
   readonly skipped: readonly SkippedRule[];
 }
 
 /**
- * Renders the boot-time restore for a host.
+ * Renders the boot job `request.name` for a host.
  *
  * Throws INIT_UNSUPPORTED for an init system other than systemd or upstart, and INVALID_INPUT
- * when a family has rules but no commands, or any rule, chain or path is invalid.
+ * when the name is invalid, a family has rules but no commands, or any rule, chain or path is
+ * invalid.
  */
 export function renderPersistence(request: PersistenceRequest): PersistencePlan {
   const init = checkInit(request.init);
+  const paths = persistPaths(request.name);
   const files: PersistFile[] = [];
   const jobs: RestoreJob[] = [];
   const skipped: SkippedRule[] = [];
@@ -75,22 +76,23 @@ export function renderPersistence(request: PersistenceRequest): PersistencePlan 
         { details: { field: "commands", family } },
       );
     }
-    files.push({ path: RULES_PATHS[family], content: rules.content, mode: 0o644 });
-    jobs.push({ family, ...commands });
+    files.push({ path: paths.rules[family], content: rules.content, mode: 0o644 });
+    jobs.push({ family, rulesPath: paths.rules[family], ...commands });
   }
 
-  const jobName = init === "systemd" ? SYSTEMD_UNIT_NAME : UPSTART_JOB_NAME;
-  const jobPath = init === "systemd" ? SYSTEMD_UNIT_PATH : UPSTART_JOB_PATH;
-  const allPaths = [...FAMILIES.map((family) => RULES_PATHS[family]), RESTORE_SCRIPT_PATH, jobPath];
-  if (jobs.length === 0) return { init, jobName, files: [], allPaths, skipped };
+  const jobName = init === "systemd" ? paths.systemdUnitName : paths.upstartJobName;
+  const jobPath = init === "systemd" ? paths.systemdUnitPath : paths.upstartJobPath;
+  const allPaths = [paths.rules.ipv4, paths.rules.ipv6, paths.script, jobPath];
+  const plan = { init, jobName, jobPath, dir: paths.dir, allPaths, skipped };
+  if (jobs.length === 0) return { ...plan, files: [] };
 
-  files.push({ path: RESTORE_SCRIPT_PATH, content: RESTORE_SCRIPT, mode: 0o755 });
-  files.push({
-    path: jobPath,
-    content: init === "systemd" ? renderSystemdUnit(jobs) : renderUpstartJob(jobs),
-    mode: 0o644,
-  });
-  return { init, jobName, files, allPaths, skipped };
+  const job =
+    init === "systemd"
+      ? renderSystemdUnit(request.name, paths.script, jobs)
+      : renderUpstartJob(request.name, paths.script, jobs);
+  files.push({ path: paths.script, content: RESTORE_SCRIPT, mode: 0o755 });
+  files.push({ path: jobPath, content: job, mode: 0o644 });
+  return { ...plan, files };
 }
 
 function checkInit(init: InitSystem): "systemd" | "upstart" {

@@ -1,31 +1,62 @@
 /**
  * Where the persistence files live on a managed host.
  *
- * Everything the rule persistence writes sits in one folder plus the init system's own file, so
- * deleting a PersistenceUnit removes exactly these paths. The conntrack files use the standard
- * drop-in folders, which systemd and kmod read at boot.
+ * Each boot job has a name. Its rules files and restore script sit in one folder of that name,
+ * beside the init system's own file, so several jobs on one host (say, one per RateLimit) never
+ * overwrite each other, and deleting one removes exactly its paths. The conntrack files use the
+ * standard drop-in folders, which systemd and kmod read at boot.
  */
+import { IptablesError, quoteForMessage } from "../errors";
 import type { Family } from "../netfilter/types";
 
-/** The folder that holds the rules files and the restore script. */
-export const PERSIST_DIR = "/etc/pulumi-iptables";
+/** The folder that holds one folder per boot job. */
+export const PERSIST_ROOT = "/etc/pulumi-iptables";
 
-/** The rules file of each family, an `iptables-restore` input rendered from the desired rules. */
-export const RULES_PATHS: Readonly<Record<Family, string>> = {
-  ipv4: `${PERSIST_DIR}/rules.v4`,
-  ipv6: `${PERSIST_DIR}/rules.v6`,
-};
+/** The paths of one boot job. */
+export interface PersistPaths {
+  readonly name: string;
+  /** The folder of the rules files and the script. */
+  readonly dir: string;
+  /** The rules file of each family, an `iptables-restore` input rendered from the desired rules. */
+  readonly rules: Readonly<Record<Family, string>>;
+  /** The script the boot job runs to apply a rules file without duplicating rules. */
+  readonly script: string;
+  readonly systemdUnitName: string;
+  readonly systemdUnitPath: string;
+  readonly upstartJobName: string;
+  readonly upstartJobPath: string;
+}
 
-/** The script the boot job runs to apply a rules file without duplicating rules already present. */
-export const RESTORE_SCRIPT_PATH = `${PERSIST_DIR}/restore.sh`;
+/** Boot job names: they become part of a unit name and of a path. */
+const JOB_NAME = /^[a-z0-9][a-z0-9-]{0,39}$/;
 
-/** The systemd unit name and path of the boot-time restore. */
-export const SYSTEMD_UNIT_NAME = "pulumi-iptables.service";
-export const SYSTEMD_UNIT_PATH = `/etc/systemd/system/${SYSTEMD_UNIT_NAME}`;
-
-/** The upstart job name and path of the boot-time restore. */
-export const UPSTART_JOB_NAME = "pulumi-iptables";
-export const UPSTART_JOB_PATH = `/etc/init/${UPSTART_JOB_NAME}.conf`;
+/**
+ * Returns the paths of the boot job `name`.
+ *
+ * Throws INVALID_INPUT when the name is not 1 to 40 lowercase letters, digits and "-".
+ */
+export function persistPaths(name: string): PersistPaths {
+  if (!JOB_NAME.test(name)) {
+    throw new IptablesError(
+      "INVALID_INPUT",
+      `boot job name ${quoteForMessage(name)} is invalid: use 1 to 40 lowercase letters, digits ` +
+        `and "-", starting with a letter or digit`,
+      { details: { field: "name", value: name } },
+    );
+  }
+  const dir = `${PERSIST_ROOT}/${name}`;
+  const unit = `pulumi-iptables-${name}`;
+  return {
+    name,
+    dir,
+    rules: { ipv4: `${dir}/rules.v4`, ipv6: `${dir}/rules.v6` },
+    script: `${dir}/restore.sh`,
+    systemdUnitName: `${unit}.service`,
+    systemdUnitPath: `/etc/systemd/system/${unit}.service`,
+    upstartJobName: unit,
+    upstartJobPath: `/etc/init/${unit}.conf`,
+  };
+}
 
 /**
  * The folder of the per-table lock files (`pulumi-iptables.FAMILY.TABLE.lock`) that the restore

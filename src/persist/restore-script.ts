@@ -5,50 +5,52 @@
  * (`systemctl restart`, a second upstart event, a rerun by hand). There a plain restore of the
  * file either fails on `-N` for a chain that exists, or, without `-N`, appends a second copy of
  * every rule in a built-in chain. Declaring the chains with `:NAME - [0:0]` instead would flush
- * them even with `--noflush`, dropping foreign rules. So the script reads the live tables first
+ * them even with `--noflush`, dropping foreign rules. So the script reads each live table first
  * and turns the file into one transaction per table that
  *   - creates only the owned chains that are missing,
  *   - deletes every live rule whose marker id the file lists, wherever it is in the table,
- *   - inserts the file's rules at the top of their chains (`-I CHAIN 1`, `-I CHAIN 2`, ...).
+ *   - inserts the file's rules where the planner places a managed rule: just before the first
+ *     managed rule of the chain that sorts after it, else just after the last one that sorts
+ *     before it, else at the top of the chain.
  * iptables-restore commits a table as a whole or not at all, so a failed run changes nothing in
  * that table, and a second run leaves the same rules as the first. Foreign rules keep their
- * relative order below the managed ones.
+ * places. Because placement follows marker order, several boot jobs on one host give the same
+ * chains whichever runs first.
  *
- * The script is plain POSIX sh and awk (dash, busybox and mawk run it) because it runs before
- * the network is up and on hosts as old as Ubuntu 14.04. It is the same for every host; the
+ * The script is plain POSIX sh and awk (dash and mawk run it) because it runs before the
+ * network is up and on hosts as old as Ubuntu 14.04. It is the same for every host; the
  * host-specific parts (the backend's programs and options) are its arguments.
  */
 import { IptablesError, quoteForMessage } from "../errors";
 import type { Family } from "../netfilter/types";
-import { HOST_LOCK_DIRECTORY, RESTORE_SCRIPT_PATH, RULES_PATHS } from "./paths";
+import { HOST_LOCK_DIRECTORY } from "./paths";
 
 /** How the boot job restores one family. */
 export interface RestoreJob {
   readonly family: Family;
+  /** The family's rules file. */
+  readonly rulesPath: string;
   /** Absolute path of the backend's save program, such as `/usr/sbin/iptables-nft-save`. */
   readonly saveCommand: string;
   /** Absolute path of the backend's restore program, such as `/usr/sbin/iptables-nft-restore`. */
   readonly restoreCommand: string;
   /** Whether the restore program accepts `--wait` (iptables 1.6.2 and later). */
   readonly wait: boolean;
-  /** @default RULES_PATHS[family] */
-  readonly rulesPath?: string;
 }
 
 /** Characters allowed in the paths of a job: they need no quoting in a unit, a job or sh. */
 const SAFE_PATH = /^\/[A-Za-z0-9_.+/-]*$/;
 
 /**
- * Builds the argv that applies one family's rules file through the restore script.
- * Append `--test` to check the file against the live tables without changing them.
+ * Builds the argv that applies one family's rules file through the restore script at
+ * `scriptPath`. Append `--test` to check the file against the live tables without changing them.
  *
  * Throws INVALID_INPUT when a path is not absolute or has characters that need quoting.
  */
-export function restoreArgv(job: RestoreJob, scriptPath: string = RESTORE_SCRIPT_PATH): string[] {
-  const rulesPath = job.rulesPath ?? RULES_PATHS[job.family];
+export function restoreArgv(job: RestoreJob, scriptPath: string): string[] {
   for (const [field, path] of [
     ["scriptPath", scriptPath],
-    ["rulesPath", rulesPath],
+    ["rulesPath", job.rulesPath],
     ["saveCommand", job.saveCommand],
     ["restoreCommand", job.restoreCommand],
   ] as const) {
@@ -66,7 +68,7 @@ export function restoreArgv(job: RestoreJob, scriptPath: string = RESTORE_SCRIPT
     "/bin/sh",
     scriptPath,
     job.family,
-    rulesPath,
+    job.rulesPath,
     job.saveCommand,
     job.restoreCommand,
     ...options,
@@ -80,53 +82,92 @@ export function restoreArgv(job: RestoreJob, scriptPath: string = RESTORE_SCRIPT
  * it to awk in single quotes.
  */
 const MERGE_PROGRAM = String.raw`
-function markerId(line,    rest, token, id) {
-  # The marker is the last --comment that looks like one, as the library writes it last.
+# Returns the id of the last marker comment of a line ("" for a foreign rule) and sets
+# markerOrder. The library writes its marker as the last comment of a rule.
+function parseMarker(line,    rest, token, id) {
   id = ""
+  markerOrder = 0
   rest = line
   while (match(rest, /--comment "?pulumi-iptables:[A-Za-z0-9_.\/-]+:-?[0-9]+/)) {
     token = substr(rest, RSTART, RLENGTH)
     rest = substr(rest, RSTART + RLENGTH)
     sub(/^--comment "?pulumi-iptables:/, "", token)
+    markerOrder = token
+    sub(/^.*:/, "", markerOrder)
+    markerOrder = markerOrder + 0
     sub(/:-?[0-9]+$/, "", token)
     id = token
   }
   return id
+}
+# Tells whether marker (order1, id1) sorts before (order2, id2): by order, then by id.
+function sortsBefore(order1, id1, order2, id2) {
+  return order1 < order2 || (order1 == order2 && (id1 "") < (id2 ""))
 }
 function fail(message) {
   print "pulumi-iptables: " message > "/dev/stderr"
   failed = 1
   exit 1
 }
-function emit(    i, words, chain, position) {
+function emit(    i, k, chain, order, id, position, last, count) {
   print "*" table
   for (i = 1; i <= chainCount; i++)
-    if (!((table, chains[i]) in liveChain)) print "-N " chains[i]
-  for (i = 1; i <= liveCount[table]; i++)
-    if (liveId[table, i] in wanted) print "-D" substr(liveRule[table, i], 3)
-  split("", position)
+    if (!(chains[i] in liveChain)) print "-N " chains[i]
+
+  # The chains as they are after the deletes: marker id and order per position, "" if foreign.
+  split("", size)
+  for (i = 1; i <= liveCount; i++) {
+    if (liveId[i] != "" && (liveId[i] in wanted)) {
+      print "-D" substr(liveRule[i], 3)
+      continue
+    }
+    chain = liveRuleChain[i]
+    k = ++size[chain]
+    slotId[chain, k] = liveId[i]
+    slotOrder[chain, k] = liveOrder[i]
+  }
+
   for (i = 1; i <= ruleCount; i++) {
-    split(rules[i], words, " ")
-    chain = words[2]
-    position[chain]++
-    print "-I " chain " " position[chain] substr(rules[i], length(chain) + 4)
+    chain = ruleChain[i]
+    id = ruleId[i]
+    order = ruleOrder[i]
+    count = size[chain] + 0
+    position = 0
+    for (k = 1; k <= count; k++) {
+      if (slotId[chain, k] != "" && sortsBefore(order, id, slotOrder[chain, k], slotId[chain, k])) {
+        position = k
+        break
+      }
+    }
+    if (position == 0) {
+      last = 0
+      for (k = 1; k <= count; k++)
+        if (slotId[chain, k] != "" && sortsBefore(slotOrder[chain, k], slotId[chain, k], order, id)) last = k
+      position = last + 1
+    }
+    for (k = count; k >= position; k--) {
+      slotId[chain, k + 1] = slotId[chain, k]
+      slotOrder[chain, k + 1] = slotOrder[chain, k]
+    }
+    slotId[chain, position] = id
+    slotOrder[chain, position] = order
+    size[chain] = count + 1
+    print "-I " chain " " position substr(ruleLine[i], length(chain) + 4)
   }
   print "COMMIT"
 }
 !inRules && $0 == "#pulumi-iptables:end-of-live-tables" { inRules = 1; table = ""; next }
 !inRules {
-  if (substr($0, 1, 1) == "*") {
-    table = substr($0, 2)
-  } else if (substr($0, 1, 1) == ":") {
+  if (substr($0, 1, 1) == ":") {
     split(substr($0, 2), words, " ")
-    liveChain[table, words[1]] = 1
+    liveChain[words[1]] = 1
   } else if (substr($0, 1, 3) == "-A ") {
-    id = markerId($0)
-    if (id != "") {
-      n = ++liveCount[table]
-      liveRule[table, n] = $0
-      liveId[table, n] = id
-    }
+    split($0, words, " ")
+    liveCount++
+    liveRule[liveCount] = $0
+    liveRuleChain[liveCount] = words[2]
+    liveId[liveCount] = parseMarker($0)
+    liveOrder[liveCount] = markerOrder
   }
   next
 }
@@ -142,9 +183,13 @@ substr($0, 1, 1) == "*" {
 }
 table != "" && substr($0, 1, 3) == "-N " { chains[++chainCount] = $2; next }
 table != "" && substr($0, 1, 3) == "-A " {
-  id = markerId($0)
+  id = parseMarker($0)
   if (id == "") fail("line " lineNumber " of the rules file has no pulumi-iptables marker")
-  rules[++ruleCount] = $0
+  ruleCount++
+  ruleLine[ruleCount] = $0
+  ruleChain[ruleCount] = $2
+  ruleId[ruleCount] = id
+  ruleOrder[ruleCount] = markerOrder
   wanted[id] = 1
   next
 }
@@ -172,9 +217,9 @@ export const RESTORE_SCRIPT = `#!/bin/sh
 #
 # For each table of the rules file, one restore transaction creates the owned chains that are
 # missing, deletes the live rules whose marker id the file lists, and inserts the file's rules
-# at the top of their chains. Running it twice leaves the same rules as running it once.
-# A table that fails is left unchanged; the other tables are still applied, and the exit
-# status is 1.
+# in marker order among the managed rules of their chains. Running it twice leaves the same
+# rules as running it once. A table that fails is left unchanged; the other tables are still
+# applied, and the exit status is 1.
 set -u
 PATH=/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin:$PATH
 LC_ALL=C

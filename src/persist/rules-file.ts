@@ -8,13 +8,12 @@
  * bytes: tables, chains and rules are sorted and the file has no timestamp.
  *
  * On empty tables (at boot) the file is a complete restore input. On live tables the restore
- * script makes it idempotent (see restore-script.ts).
+ * script makes it idempotent and places the rules as the planner does (see restore-script.ts).
  */
 import { IptablesError, quoteForMessage } from "../errors";
 import { compareMarkers, formatMarker, parseMarker, type Marker } from "../netfilter/marker";
 import { splitArgs } from "../netfilter/tokenize";
 import { BUILTIN_CHAINS, TABLES, type Family, type TableName } from "../netfilter/types";
-import { RESTORE_SCRIPT_PATH } from "./paths";
 
 /** One managed rule to persist. The planner's `DesiredRule` has this shape. */
 export interface PersistedRule {
@@ -135,7 +134,7 @@ function header(family: Family): string {
   const name = family === "ipv4" ? "IPv4" : "IPv6";
   return (
     `# ${name} rules managed by pulumi-iptables, rendered from the desired rules.\n` +
-    `# ${RESTORE_SCRIPT_PATH} applies this file at boot; the next pulumi up overwrites it.\n`
+    `# restore.sh in this folder applies it at boot; the next pulumi up overwrites it.\n`
   );
 }
 

@@ -14,18 +14,23 @@ import { IptablesError } from "../errors";
 import { restoreArgv, type RestoreJob } from "./restore-script";
 
 /**
- * Renders the unit file. One `ExecStart=` line per family, run in order; if one fails, the unit
- * fails and the later families are not restored.
+ * Renders the unit file of the boot job `name`, which runs the restore script at `scriptPath`.
+ * One `ExecStart=` line per family, run in order; if one fails, the unit fails and the later
+ * families are not restored.
  *
  * Throws INVALID_INPUT when `jobs` is empty or lists a family twice, or a path is invalid.
  */
-export function renderSystemdUnit(jobs: readonly RestoreJob[]): string {
+export function renderSystemdUnit(
+  name: string,
+  scriptPath: string,
+  jobs: readonly RestoreJob[],
+): string {
   checkJobs(jobs);
-  const execLines = jobs.map((job) => `ExecStart=${restoreArgv(job).join(" ")}`);
+  const execLines = jobs.map((job) => `ExecStart=${restoreArgv(job, scriptPath).join(" ")}`);
   return [
     "# Rendered by pulumi-iptables; the next pulumi up overwrites this file.",
     "[Unit]",
-    "Description=Restore the iptables rules managed by pulumi-iptables",
+    `Description=Restore the iptables rules of pulumi-iptables boot job ${name}`,
     "Documentation=man:iptables-restore(8)",
     "DefaultDependencies=no",
     "Wants=network-pre.target",

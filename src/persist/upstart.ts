@@ -18,22 +18,27 @@ export const UPSTART_START_EVENTS = [
 ] as const;
 
 /**
- * Renders the job file (/etc/init/NAME.conf). Its `script` section runs under `sh -e`, so the
- * first family that fails stops the job with an error.
+ * Renders the job file (/etc/init/NAME.conf) of the boot job `name`, which runs the restore
+ * script at `scriptPath`. Its `script` section runs under `sh -e`, so the first family that
+ * fails stops the job with an error.
  *
  * Throws INVALID_INPUT when `jobs` is empty or lists a family twice, or a path is invalid.
  */
-export function renderUpstartJob(jobs: readonly RestoreJob[]): string {
+export function renderUpstartJob(
+  name: string,
+  scriptPath: string,
+  jobs: readonly RestoreJob[],
+): string {
   checkJobs(jobs);
   return [
     "# Rendered by pulumi-iptables; the next pulumi up overwrites this file.",
-    'description "Restore the iptables rules managed by pulumi-iptables"',
+    `description "Restore the iptables rules of pulumi-iptables boot job ${name}"`,
     "",
     `start on (${UPSTART_START_EVENTS.join("\n          or ")})`,
     "task",
     "",
     "script",
-    ...jobs.map((job) => `  ${restoreArgv(job).join(" ")}`),
+    ...jobs.map((job) => `  ${restoreArgv(job, scriptPath).join(" ")}`),
     "end script",
     "",
   ].join("\n");

@@ -9,19 +9,20 @@ const COMMANDS = { ipv4: nftCommands("ipv4"), ipv6: nftCommands("ipv6") };
 describe("renderPersistence", () => {
   it("writes rules files, the script and the unit on systemd", () => {
     const plan = renderPersistence({
+      name: "web",
       init: "systemd",
       tables: { ipv4: IPV4_TABLES, ipv6: IPV6_TABLES },
       commands: COMMANDS,
     });
-    expect(plan.jobName).toBe("pulumi-iptables.service");
+    expect(plan.jobName).toBe("pulumi-iptables-web.service");
     expect(plan.files.map((file) => file.path)).toEqual([
-      "/etc/pulumi-iptables/rules.v4",
-      "/etc/pulumi-iptables/rules.v6",
-      "/etc/pulumi-iptables/restore.sh",
-      "/etc/systemd/system/pulumi-iptables.service",
+      "/etc/pulumi-iptables/web/rules.v4",
+      "/etc/pulumi-iptables/web/rules.v6",
+      "/etc/pulumi-iptables/web/restore.sh",
+      "/etc/systemd/system/pulumi-iptables-web.service",
     ]);
     expect(plan.files[2]).toEqual({
-      path: "/etc/pulumi-iptables/restore.sh",
+      path: "/etc/pulumi-iptables/web/restore.sh",
       content: RESTORE_SCRIPT,
       mode: 0o755,
     });
@@ -30,30 +31,36 @@ describe("renderPersistence", () => {
 
   it("writes the upstart job on upstart", () => {
     const plan = renderPersistence({
+      name: "web",
       init: "upstart",
       tables: { ipv4: IPV4_TABLES },
       commands: COMMANDS,
     });
-    expect(plan.jobName).toBe("pulumi-iptables");
+    expect(plan.jobName).toBe("pulumi-iptables-web");
     expect(plan.files.map((file) => file.path)).toEqual([
-      "/etc/pulumi-iptables/rules.v4",
-      "/etc/pulumi-iptables/restore.sh",
-      "/etc/init/pulumi-iptables.conf",
+      "/etc/pulumi-iptables/web/rules.v4",
+      "/etc/pulumi-iptables/web/restore.sh",
+      "/etc/init/pulumi-iptables-web.conf",
     ]);
     expect(plan.files[2].content).not.toContain("rules.v6");
   });
 
   it("writes nothing without rules", () => {
-    const plan = renderPersistence({ init: "systemd", tables: {}, commands: {} });
+    const plan = renderPersistence({ name: "web", init: "systemd", tables: {}, commands: {} });
     expect(plan.files).toEqual([]);
-    expect(plan.allPaths).toContain("/etc/systemd/system/pulumi-iptables.service");
-    expect(plan.allPaths).toContain("/etc/pulumi-iptables/rules.v6");
+    expect(plan.allPaths).toContain("/etc/systemd/system/pulumi-iptables-web.service");
+    expect(plan.allPaths).toContain("/etc/pulumi-iptables/web/rules.v6");
   });
 
   it("fails with INIT_UNSUPPORTED on another init system", () => {
     let error: unknown;
     try {
-      renderPersistence({ init: "other", tables: { ipv4: IPV4_TABLES }, commands: COMMANDS });
+      renderPersistence({
+        name: "web",
+        init: "other",
+        tables: { ipv4: IPV4_TABLES },
+        commands: COMMANDS,
+      });
     } catch (caught) {
       error = caught;
     }
@@ -62,10 +69,46 @@ describe("renderPersistence", () => {
     expect((error as Error).message).toContain("set persist to false");
   });
 
+  it("keeps two boot jobs apart", () => {
+    const web = renderPersistence({
+      name: "web",
+      init: "systemd",
+      tables: { ipv4: IPV4_TABLES },
+      commands: COMMANDS,
+    });
+    const db = renderPersistence({
+      name: "db",
+      init: "systemd",
+      tables: { ipv4: IPV4_TABLES },
+      commands: COMMANDS,
+    });
+    const webPaths = new Set(web.allPaths);
+    expect(db.allPaths.filter((path) => webPaths.has(path))).toEqual([]);
+    expect(db.jobName).toBe("pulumi-iptables-db.service");
+  });
+
+  it("rejects an invalid job name", () => {
+    for (const name of ["", "Web", "a/b", "-x", "x".repeat(41), "a b"]) {
+      let error: unknown;
+      try {
+        renderPersistence({
+          name,
+          init: "systemd",
+          tables: { ipv4: IPV4_TABLES },
+          commands: COMMANDS,
+        });
+      } catch (caught) {
+        error = caught;
+      }
+      expect(hasErrorCode(error, "INVALID_INPUT"), name).toBe(true);
+    }
+  });
+
   it("rejects rules of a family without programs", () => {
     let error: unknown;
     try {
       renderPersistence({
+        name: "web",
         init: "systemd",
         tables: { ipv6: IPV6_TABLES },
         commands: { ipv4: COMMANDS.ipv4 },

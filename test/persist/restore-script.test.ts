@@ -2,10 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, destroyLab, type Lab, type LabHost } from "../../src/lab";
 import { RESTORE_SCRIPT, restoreArgv } from "../../src/persist/restore-script";
 import { renderRulesFile, type PersistedTable } from "../../src/persist/rules-file";
+import { splitArgs } from "../../src/netfilter/tokenize";
 import { golden } from "./golden";
 import { IPV4_TABLES, IPV6_TABLES } from "./sample";
 
 const LAB_NAME = "persist-restore";
+
+const SCRIPT_PATH = "/etc/pulumi-iptables/test/restore.sh";
 
 /** A lab address no host has; rules match it but no traffic is sent. */
 const FOREIGN_RULE = "-A INPUT -s 198.18.0.99/32 -j ACCEPT";
@@ -64,12 +67,20 @@ describe("restore script", () => {
     tables: readonly PersistedTable[],
     extra: string[] = [],
   ) {
-    const rulesPath = `/etc/pulumi-iptables/rules.${family === "ipv4" ? "v4" : "v6"}`;
-    await writeFile(host, "/etc/pulumi-iptables/restore.sh", RESTORE_SCRIPT);
+    const rulesPath = `/etc/pulumi-iptables/test/rules.${family === "ipv4" ? "v4" : "v6"}`;
     await writeFile(host, rulesPath, renderRulesFile(family, tables).content);
+    return lab.exec(host, [...(await scriptArgv(host, family, rulesPath)), ...extra]);
+  }
+
+  /** Installs the script on the host and returns the argv that applies `rulesPath` with it. */
+  async function scriptArgv(
+    host: LabHost,
+    family: "ipv4" | "ipv6",
+    rulesPath: string,
+  ): Promise<string[]> {
+    await writeFile(host, SCRIPT_PATH, RESTORE_SCRIPT);
     const { save: saveCommand, restore: restoreCommand } = programs(host, family);
-    const argv = restoreArgv({ family, saveCommand, restoreCommand, wait: true, rulesPath });
-    return lab.exec(host, [...argv, ...extra]);
+    return restoreArgv({ family, rulesPath, saveCommand, restoreCommand, wait: true }, SCRIPT_PATH);
   }
 
   async function reset(host: LabHost, family: "ipv4" | "ipv6"): Promise<void> {
@@ -199,6 +210,74 @@ describe("restore script", () => {
         expect(await save(host(), "ipv4")).toBe(before);
       });
 
+      it("places rules by marker order among other jobs' rules", async () => {
+        await reset(host(), "ipv4");
+        const { command } = programs(host(), "ipv4");
+        const other =
+          '-A INPUT -s 198.18.0.98/32 -m comment --comment "pulumi-iptables:other:5" -j ACCEPT';
+        for (const rule of [FOREIGN_RULE, other]) {
+          const added = await lab.exec(host(), [command, "-w", ...splitArgs(rule)]);
+          expect(added.code, added.stderr).toBe(0);
+        }
+        const late = {
+          marker: { id: "web/late", order: 10 },
+          chain: "INPUT",
+          line: '-A INPUT -s 198.18.0.97/32 -m comment --comment "pulumi-iptables:web/late:10" -j ACCEPT',
+        };
+        const tables = [{ ...IPV4_TABLES[0], rules: [...IPV4_TABLES[0].rules, late] }];
+        const result = await runScript(host(), "ipv4", tables);
+        expect(result.code, result.stderr).toBe(0);
+
+        const input = (await save(host(), "ipv4"))
+          .split("\n")
+          .filter((line) => line.startsWith("-A INPUT"));
+        // The foreign rule keeps its place at the top: the planner never moves foreign rules.
+        expect(input.map((line) => /pulumi-iptables:([^"]+)/.exec(line)?.[1] ?? "foreign")).toEqual(
+          ["foreign", "web/hook:0", "other:5", "web/late:10"],
+        );
+      });
+
+      it("gives the same chains in either job order", async () => {
+        const first = IPV4_TABLES;
+        const second: PersistedTable[] = [
+          {
+            table: "filter",
+            ownedChains: [],
+            rules: [
+              {
+                marker: { id: "db/hook", order: 5 },
+                chain: "INPUT",
+                line: '-A INPUT -p tcp -m tcp --dport 5432 -m comment --comment "pulumi-iptables:db/hook:5" -j ACCEPT',
+              },
+              {
+                marker: { id: "db/late", order: 50 },
+                chain: "INPUT",
+                line: '-A INPUT -p tcp -m tcp --dport 5433 -m comment --comment "pulumi-iptables:db/late:50" -j ACCEPT',
+              },
+            ],
+          },
+        ];
+        const dumps: string[] = [];
+        for (const order of [
+          [first, second],
+          [second, first],
+        ]) {
+          await reset(host(), "ipv4");
+          for (const tables of order) {
+            const result = await runScript(host(), "ipv4", tables);
+            expect(result.code, result.stderr).toBe(0);
+          }
+          dumps.push(await save(host(), "ipv4"));
+        }
+        expect(dumps[1]).toBe(dumps[0]);
+        const input = dumps[0].split("\n").filter((line) => line.startsWith("-A INPUT"));
+        expect(input.map((line) => /pulumi-iptables:([^"]+)/.exec(line)?.[1])).toEqual([
+          "web/hook:0",
+          "db/hook:5",
+          "db/late:50",
+        ]);
+      });
+
       it("restores IPv6 rules with ip6tables", async () => {
         await reset(host(), "ipv6");
         const result = await runScript(host(), "ipv6", IPV6_TABLES);
@@ -213,8 +292,7 @@ describe("restore script", () => {
   it("waits for the table lock of pulumi up", async () => {
     const host = lab.hosts[0];
     await runScript(host, "ipv4", IPV4_TABLES);
-    const { save: saveCommand, restore: restoreCommand } = programs(host, "ipv4");
-    const argv = restoreArgv({ family: "ipv4", saveCommand, restoreCommand, wait: true });
+    const argv = await scriptArgv(host, "ipv4", "/etc/pulumi-iptables/test/rules.v4");
     // The lock is held for 2 s by a background flock; the script must not finish before.
     const script = [
       "flock /run/pulumi-iptables.ipv4.filter.lock sleep 2 &",
@@ -230,16 +308,8 @@ describe("restore script", () => {
 
   it("fails on a rules file without COMMIT", async () => {
     const host = lab.hosts[0];
-    await writeFile(host, "/etc/pulumi-iptables/restore.sh", RESTORE_SCRIPT);
-    await writeFile(host, "/etc/pulumi-iptables/cut.v4", "*filter\n-N CUT\n");
-    const { save: saveCommand, restore: restoreCommand } = programs(host, "ipv4");
-    const argv = restoreArgv({
-      family: "ipv4",
-      saveCommand,
-      restoreCommand,
-      wait: true,
-      rulesPath: "/etc/pulumi-iptables/cut.v4",
-    });
+    await writeFile(host, "/etc/pulumi-iptables/test/cut.v4", "*filter\n-N CUT\n");
+    const argv = await scriptArgv(host, "ipv4", "/etc/pulumi-iptables/test/cut.v4");
     const result = await lab.exec(host, argv);
     expect(result.code).not.toBe(0);
     expect(result.stderr).toContain("ends without COMMIT");
@@ -247,16 +317,11 @@ describe("restore script", () => {
 
   it("fails on a missing rules file", async () => {
     const host = lab.hosts[0];
-    const { save: saveCommand, restore: restoreCommand } = programs(host, "ipv4");
-    const argv = restoreArgv({
-      family: "ipv4",
-      saveCommand,
-      restoreCommand,
-      wait: true,
-      rulesPath: "/etc/pulumi-iptables/absent.v4",
-    });
+    const argv = await scriptArgv(host, "ipv4", "/etc/pulumi-iptables/test/absent.v4");
     const result = await lab.exec(host, argv);
     expect(result.code).toBe(1);
-    expect(result.stderr).toContain("cannot read the rules file /etc/pulumi-iptables/absent.v4");
+    expect(result.stderr).toContain(
+      "cannot read the rules file /etc/pulumi-iptables/test/absent.v4",
+    );
   });
 });

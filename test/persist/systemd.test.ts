@@ -4,15 +4,20 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { hasErrorCode } from "../../src/errors";
-import { SYSTEMD_UNIT_NAME } from "../../src/persist/paths";
+import { persistPaths } from "../../src/persist/paths";
 import { renderSystemdUnit } from "../../src/persist/systemd";
 import { golden } from "./golden";
 import { nftCommands } from "./sample";
 
+const PATHS = persistPaths("web");
 const JOBS = [
-  { family: "ipv4" as const, ...nftCommands("ipv4") },
-  { family: "ipv6" as const, ...nftCommands("ipv6") },
+  { family: "ipv4" as const, rulesPath: PATHS.rules.ipv4, ...nftCommands("ipv4") },
+  { family: "ipv6" as const, rulesPath: PATHS.rules.ipv6, ...nftCommands("ipv6") },
 ];
+
+function render(jobs: Parameters<typeof renderSystemdUnit>[2]): string {
+  return renderSystemdUnit("web", PATHS.script, jobs);
+}
 
 /** Reads a unit file into "Section.Key" -> values, in file order. */
 function parseUnit(text: string): Map<string, string[]> {
@@ -34,15 +39,15 @@ function parseUnit(text: string): Map<string, string[]> {
 
 describe("renderSystemdUnit", () => {
   it("matches the golden file", () => {
-    const unit = renderSystemdUnit(JOBS);
-    expect(unit).toBe(golden(SYSTEMD_UNIT_NAME, unit));
+    const unit = render(JOBS);
+    expect(unit).toBe(golden("pulumi-iptables-web.service", unit));
   });
 
   it("passes systemd-analyze verify without output", () => {
     const dir = mkdtempSync(join(tmpdir(), "pulumi-iptables-unit-"));
     try {
-      const path = join(dir, SYSTEMD_UNIT_NAME);
-      writeFileSync(path, renderSystemdUnit(JOBS));
+      const path = join(dir, PATHS.systemdUnitName);
+      writeFileSync(path, render(JOBS));
       const result = spawnSync("systemd-analyze", ["verify", path], { encoding: "utf8" });
       expect(result.error).toBeUndefined();
       expect(result.stdout + result.stderr).toBe("");
@@ -53,7 +58,7 @@ describe("renderSystemdUnit", () => {
   });
 
   it("orders the restore before the network", () => {
-    const unit = parseUnit(renderSystemdUnit(JOBS));
+    const unit = parseUnit(render(JOBS));
     expect(unit.get("Unit.DefaultDependencies")).toEqual(["no"]);
     expect(unit.get("Unit.Wants")).toEqual(["network-pre.target"]);
     expect(unit.get("Unit.Before")?.[0].split(" ")).toContain("network-pre.target");
@@ -67,13 +72,13 @@ describe("renderSystemdUnit", () => {
   });
 
   it("runs one restore per family with the backend programs", () => {
-    const exec = parseUnit(renderSystemdUnit(JOBS)).get("Service.ExecStart") ?? [];
+    const exec = parseUnit(render(JOBS)).get("Service.ExecStart") ?? [];
     expect(exec).toHaveLength(2);
     expect(exec[0].split(" ")).toEqual([
       "/bin/sh",
-      "/etc/pulumi-iptables/restore.sh",
+      "/etc/pulumi-iptables/web/restore.sh",
       "ipv4",
-      "/etc/pulumi-iptables/rules.v4",
+      "/etc/pulumi-iptables/web/rules.v4",
       "/usr/sbin/iptables-nft-save",
       "/usr/sbin/iptables-nft-restore",
       "--noflush",
@@ -83,9 +88,10 @@ describe("renderSystemdUnit", () => {
   });
 
   it("leaves out --wait for an old restore program", () => {
-    const unit = renderSystemdUnit([
+    const unit = render([
       {
         family: "ipv4",
+        rulesPath: PATHS.rules.ipv4,
         saveCommand: "/sbin/iptables-save",
         restoreCommand: "/sbin/iptables-restore",
         wait: false,
@@ -95,13 +101,13 @@ describe("renderSystemdUnit", () => {
   });
 
   it("renders the same bytes twice", () => {
-    expect(renderSystemdUnit(JOBS)).toBe(renderSystemdUnit(JOBS.map((job) => ({ ...job }))));
+    expect(render(JOBS)).toBe(render(JOBS.map((job) => ({ ...job }))));
   });
 
   it("rejects an empty job list", () => {
     let error: unknown;
     try {
-      renderSystemdUnit([]);
+      render([]);
     } catch (caught) {
       error = caught;
     }
@@ -111,7 +117,7 @@ describe("renderSystemdUnit", () => {
   it("rejects a family listed twice", () => {
     let error: unknown;
     try {
-      renderSystemdUnit([JOBS[0], JOBS[0]]);
+      render([JOBS[0], JOBS[0]]);
     } catch (caught) {
       error = caught;
     }
@@ -128,7 +134,7 @@ describe("renderSystemdUnit", () => {
     ]) {
       let error: unknown;
       try {
-        renderSystemdUnit([{ ...JOBS[0], restoreCommand }]);
+        render([{ ...JOBS[0], restoreCommand }]);
       } catch (caught) {
         error = caught;
       }

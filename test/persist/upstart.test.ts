@@ -1,17 +1,24 @@
 import { describe, expect, it } from "vitest";
 import { renderUpstartJob, UPSTART_START_EVENTS } from "../../src/persist/upstart";
+import { persistPaths } from "../../src/persist/paths";
 import { golden } from "./golden";
 import { nftCommands } from "./sample";
 
+const PATHS = persistPaths("web");
 const JOBS = [
   {
     family: "ipv4" as const,
+    rulesPath: PATHS.rules.ipv4,
     saveCommand: "/sbin/iptables-save",
     restoreCommand: "/sbin/iptables-restore",
     wait: false,
   },
-  { family: "ipv6" as const, ...nftCommands("ipv6") },
+  { family: "ipv6" as const, rulesPath: PATHS.rules.ipv6, ...nftCommands("ipv6") },
 ];
+
+function render(): string {
+  return renderUpstartJob("web", PATHS.script, JOBS);
+}
 
 interface Stanzas {
   readonly names: string[];
@@ -62,34 +69,34 @@ function parseJob(text: string): Stanzas {
 
 describe("renderUpstartJob", () => {
   it("matches the golden file", () => {
-    const job = renderUpstartJob(JOBS);
-    expect(job).toBe(golden("pulumi-iptables.conf", job));
+    const job = render();
+    expect(job).toBe(golden("pulumi-iptables-web.conf", job));
   });
 
   it("has a description, a start event, task and script", () => {
-    const stanzas = parseJob(renderUpstartJob(JOBS));
+    const stanzas = parseJob(render());
     expect(stanzas.names).toEqual(["description", "start", "task", "script"]);
     expect(stanzas.description).toMatch(/^".+"$/);
   });
 
   it("starts before the network jobs start", () => {
-    const { startOn } = parseJob(renderUpstartJob(JOBS));
+    const { startOn } = parseJob(render());
     expect(startOn).toBe(`(${UPSTART_START_EVENTS.join(" or ")})`);
     for (const event of UPSTART_START_EVENTS) expect(event).toMatch(/^starting network/);
   });
 
   it("is a task that does not respawn", () => {
-    const stanzas = parseJob(renderUpstartJob(JOBS));
+    const stanzas = parseJob(render());
     expect(stanzas.names).toContain("task");
     expect(stanzas.names).not.toContain("respawn");
     expect(stanzas.names).not.toContain("stop");
   });
 
   it("restores each family with its own programs", () => {
-    const { script } = parseJob(renderUpstartJob(JOBS));
+    const { script } = parseJob(render());
     expect(script).toEqual([
-      "/bin/sh /etc/pulumi-iptables/restore.sh ipv4 /etc/pulumi-iptables/rules.v4 /sbin/iptables-save /sbin/iptables-restore --noflush",
-      "/bin/sh /etc/pulumi-iptables/restore.sh ipv6 /etc/pulumi-iptables/rules.v6 /usr/sbin/ip6tables-nft-save /usr/sbin/ip6tables-nft-restore --noflush --wait",
+      "/bin/sh /etc/pulumi-iptables/web/restore.sh ipv4 /etc/pulumi-iptables/web/rules.v4 /sbin/iptables-save /sbin/iptables-restore --noflush",
+      "/bin/sh /etc/pulumi-iptables/web/restore.sh ipv6 /etc/pulumi-iptables/web/rules.v6 /usr/sbin/ip6tables-nft-save /usr/sbin/ip6tables-nft-restore --noflush --wait",
     ]);
   });
 });

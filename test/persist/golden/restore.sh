@@ -6,9 +6,9 @@
 #
 # For each table of the rules file, one restore transaction creates the owned chains that are
 # missing, deletes the live rules whose marker id the file lists, and inserts the file's rules
-# at the top of their chains. Running it twice leaves the same rules as running it once.
-# A table that fails is left unchanged; the other tables are still applied, and the exit
-# status is 1.
+# in marker order among the managed rules of their chains. Running it twice leaves the same
+# rules as running it once. A table that fails is left unchanged; the other tables are still
+# applied, and the exit status is 1.
 set -u
 PATH=/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin:$PATH
 LC_ALL=C
@@ -48,53 +48,92 @@ restore_table() {
   live=$("$save" -t "$table") || return 1
   transaction=$(printf '%s\n#pulumi-iptables:end-of-live-tables\n' "$live" | cat - "$rules" |
     awk -v only="$table" '
-function markerId(line,    rest, token, id) {
-  # The marker is the last --comment that looks like one, as the library writes it last.
+# Returns the id of the last marker comment of a line ("" for a foreign rule) and sets
+# markerOrder. The library writes its marker as the last comment of a rule.
+function parseMarker(line,    rest, token, id) {
   id = ""
+  markerOrder = 0
   rest = line
   while (match(rest, /--comment "?pulumi-iptables:[A-Za-z0-9_.\/-]+:-?[0-9]+/)) {
     token = substr(rest, RSTART, RLENGTH)
     rest = substr(rest, RSTART + RLENGTH)
     sub(/^--comment "?pulumi-iptables:/, "", token)
+    markerOrder = token
+    sub(/^.*:/, "", markerOrder)
+    markerOrder = markerOrder + 0
     sub(/:-?[0-9]+$/, "", token)
     id = token
   }
   return id
+}
+# Tells whether marker (order1, id1) sorts before (order2, id2): by order, then by id.
+function sortsBefore(order1, id1, order2, id2) {
+  return order1 < order2 || (order1 == order2 && (id1 "") < (id2 ""))
 }
 function fail(message) {
   print "pulumi-iptables: " message > "/dev/stderr"
   failed = 1
   exit 1
 }
-function emit(    i, words, chain, position) {
+function emit(    i, k, chain, order, id, position, last, count) {
   print "*" table
   for (i = 1; i <= chainCount; i++)
-    if (!((table, chains[i]) in liveChain)) print "-N " chains[i]
-  for (i = 1; i <= liveCount[table]; i++)
-    if (liveId[table, i] in wanted) print "-D" substr(liveRule[table, i], 3)
-  split("", position)
+    if (!(chains[i] in liveChain)) print "-N " chains[i]
+
+  # The chains as they are after the deletes: marker id and order per position, "" if foreign.
+  split("", size)
+  for (i = 1; i <= liveCount; i++) {
+    if (liveId[i] != "" && (liveId[i] in wanted)) {
+      print "-D" substr(liveRule[i], 3)
+      continue
+    }
+    chain = liveRuleChain[i]
+    k = ++size[chain]
+    slotId[chain, k] = liveId[i]
+    slotOrder[chain, k] = liveOrder[i]
+  }
+
   for (i = 1; i <= ruleCount; i++) {
-    split(rules[i], words, " ")
-    chain = words[2]
-    position[chain]++
-    print "-I " chain " " position[chain] substr(rules[i], length(chain) + 4)
+    chain = ruleChain[i]
+    id = ruleId[i]
+    order = ruleOrder[i]
+    count = size[chain] + 0
+    position = 0
+    for (k = 1; k <= count; k++) {
+      if (slotId[chain, k] != "" && sortsBefore(order, id, slotOrder[chain, k], slotId[chain, k])) {
+        position = k
+        break
+      }
+    }
+    if (position == 0) {
+      last = 0
+      for (k = 1; k <= count; k++)
+        if (slotId[chain, k] != "" && sortsBefore(slotOrder[chain, k], slotId[chain, k], order, id)) last = k
+      position = last + 1
+    }
+    for (k = count; k >= position; k--) {
+      slotId[chain, k + 1] = slotId[chain, k]
+      slotOrder[chain, k + 1] = slotOrder[chain, k]
+    }
+    slotId[chain, position] = id
+    slotOrder[chain, position] = order
+    size[chain] = count + 1
+    print "-I " chain " " position substr(ruleLine[i], length(chain) + 4)
   }
   print "COMMIT"
 }
 !inRules && $0 == "#pulumi-iptables:end-of-live-tables" { inRules = 1; table = ""; next }
 !inRules {
-  if (substr($0, 1, 1) == "*") {
-    table = substr($0, 2)
-  } else if (substr($0, 1, 1) == ":") {
+  if (substr($0, 1, 1) == ":") {
     split(substr($0, 2), words, " ")
-    liveChain[table, words[1]] = 1
+    liveChain[words[1]] = 1
   } else if (substr($0, 1, 3) == "-A ") {
-    id = markerId($0)
-    if (id != "") {
-      n = ++liveCount[table]
-      liveRule[table, n] = $0
-      liveId[table, n] = id
-    }
+    split($0, words, " ")
+    liveCount++
+    liveRule[liveCount] = $0
+    liveRuleChain[liveCount] = words[2]
+    liveId[liveCount] = parseMarker($0)
+    liveOrder[liveCount] = markerOrder
   }
   next
 }
@@ -110,9 +149,13 @@ substr($0, 1, 1) == "*" {
 }
 table != "" && substr($0, 1, 3) == "-N " { chains[++chainCount] = $2; next }
 table != "" && substr($0, 1, 3) == "-A " {
-  id = markerId($0)
+  id = parseMarker($0)
   if (id == "") fail("line " lineNumber " of the rules file has no pulumi-iptables marker")
-  rules[++ruleCount] = $0
+  ruleCount++
+  ruleLine[ruleCount] = $0
+  ruleChain[ruleCount] = $2
+  ruleId[ruleCount] = id
+  ruleOrder[ruleCount] = markerOrder
   wanted[id] = 1
   next
 }
