@@ -4,10 +4,12 @@
  * iptables-restore 1.8 reports the failing input line as "line N failed" (legacy, and nft
  * at commit) or "line N: <reason>" (nft while parsing); older versions print
  * "Error occurred at line: N". Line 1 of a plan script is `*table`, so line N is step N - 2,
- * and the last line is COMMIT, where the kernel rejects the transaction as a whole.
+ * and the last line is COMMIT, where the kernel rejects the transaction as a whole. When the
+ * message blames COMMIT or no line, a name it quotes can still point to the step.
  */
 import { IptablesError, quoteForMessage, tailLines } from "../errors";
 import type { PlanStep, TablePlan } from "../netfilter/plan";
+import { splitArgs } from "../netfilter/tokenize";
 import type { Family } from "../netfilter/types";
 
 /** The 1-based input line iptables-restore blamed, if its message names one. */
@@ -21,6 +23,28 @@ export function stepAtLine(plan: TablePlan, line: number): PlanStep | undefined 
   return plan.steps[line - 2];
 }
 
+/**
+ * Finds the one step that contains a name the error message quotes, such as the chain in
+ * "Chain 'X' does not exist", which iptables-nft-restore reports at the COMMIT line.
+ */
+export function stepNamedIn(plan: TablePlan, stderr: string): PlanStep | undefined {
+  const names = [...stderr.matchAll(/['`]([^'`\s]+)'/g)].map((match) => match[1]);
+  if (names.length === 0) return undefined;
+  const candidates = plan.steps.filter((step) => {
+    const args = safeSplit(step.line);
+    return names.some((name) => args.includes(name));
+  });
+  return candidates.length === 1 ? candidates[0] : undefined;
+}
+
+function safeSplit(line: string): string[] {
+  try {
+    return splitArgs(line);
+  } catch {
+    return [];
+  }
+}
+
 /** APPLY_REJECTED for a transaction iptables-restore refused, which it left unapplied. */
 export function applyRejected(
   where: string,
@@ -31,15 +55,17 @@ export function applyRejected(
 ): IptablesError {
   const reason = tailLines(stderr.trim(), 3).replace(/\n/g, " | ") || `exit code ${exitCode}`;
   const line = rejectedLine(stderr);
-  const step = line === undefined ? undefined : stepAtLine(plan, line);
+  const step =
+    (line === undefined ? undefined : stepAtLine(plan, line)) ?? stepNamedIn(plan, stderr);
   const transaction = `the ${family} ${plan.table} transaction`;
 
   let what: string;
   if (step !== undefined) {
+    const position = plan.steps.indexOf(step) + 2;
     const owner = step.markerId === undefined ? "" : `, rule ${step.markerId}`;
     const chain = step.chain === undefined ? "" : `chain ${step.chain}`;
     what =
-      `line ${line} of ${transaction} (${chain}${owner}${chain || owner ? ", " : ""}` +
+      `line ${position} of ${transaction} (${chain}${owner}${chain || owner ? ", " : ""}` +
       `${step.reason}: ${quoteForMessage(step.line, 300)})`;
   } else if (line !== undefined && line === plan.steps.length + 2) {
     what = `${transaction} at COMMIT, where the kernel checks it as a whole`;
@@ -54,7 +80,7 @@ export function applyRejected(
       details: {
         family,
         table: plan.table,
-        line,
+        line: step === undefined ? line : plan.steps.indexOf(step) + 2,
         markerId: step?.markerId,
         chain: step?.chain,
         step: step?.line,

@@ -62,3 +62,48 @@ describe("applyRejected", () => {
     expect(error.message).toContain("rejected the ipv4 filter transaction: exit code 111");
   });
 });
+
+describe("stepNamedIn", () => {
+  it("finds the step that names the missing chain", () => {
+    const plan: TablePlan = {
+      table: "filter",
+      steps: [
+        {
+          line: '-I APPLY 1 -s 198.18.200.2/32 -m comment --comment "pulumi-iptables:good:1" -j ACCEPT',
+          reason: "insert rule",
+          markerId: "good",
+          chain: "APPLY",
+        },
+        {
+          line: '-I APPLY 2 -s 198.18.200.3/32 -m comment --comment "pulumi-iptables:bad:2" -j NO-SUCH-CHAIN',
+          reason: "insert rule",
+          markerId: "bad",
+          chain: "APPLY",
+        },
+      ],
+      script: "",
+    };
+    const stderr =
+      "iptables-nft-restore v1.8.9 (nf_tables): Chain 'NO-SUCH-CHAIN' does not exist\nError occurred at line: 4\n";
+    const error = applyRejected("h", "ipv4", plan, "2", stderr);
+    expect(error.details.markerId).toBe("bad");
+    expect(error.details.line).toBe(3);
+    expect(error.message).toContain(
+      "rejected line 3 of the ipv4 filter transaction (chain APPLY, rule bad",
+    );
+  });
+
+  it("blames nothing when several steps match", () => {
+    const plan: TablePlan = {
+      table: "filter",
+      steps: [
+        { line: "-A A -j X", reason: "r" },
+        { line: "-A B -j X", reason: "r" },
+      ],
+      script: "",
+    };
+    expect(
+      applyRejected("h", "ipv4", plan, "2", "Chain 'X' does not exist\n").details.markerId,
+    ).toBeUndefined();
+  });
+});
