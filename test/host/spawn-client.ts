@@ -3,15 +3,20 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import type { ClientRequest } from "./fixtures/client";
 
+export interface ClientOutcome {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  /** The JSON lines the client printed. */
+  readonly lines: unknown[];
+  readonly stderr: string;
+}
+
 export interface ClientRun {
   readonly pid: number;
-  /** Resolves when the process ends, with its exit status, signal and the JSON lines it printed. */
-  readonly done: Promise<{
-    code: number | null;
-    signal: NodeJS.Signals | null;
-    lines: unknown[];
-    stderr: string;
-  }>;
+  /** Resolves with the first printed JSON line that matches, or rejects when the process ends. */
+  waitForLine(match: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
+  /** Resolves when the process ends. */
+  readonly done: Promise<ClientOutcome>;
 }
 
 const ROOT = join(__dirname, "../..");
@@ -25,24 +30,52 @@ export function startClient(request: ClientRequest): ClientRun {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
   });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString("utf8")));
-  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")));
-  const done = new Promise<{
-    code: number | null;
-    signal: NodeJS.Signals | null;
-    lines: unknown[];
-    stderr: string;
-  }>((resolve) => {
-    child.on("close", (code, signal) => {
-      const lines = stdout
-        .split("\n")
-        .filter((line) => line.startsWith("{"))
-        .map((line) => JSON.parse(line) as unknown);
-      resolve({ code, signal, lines, stderr });
-    });
-  });
   if (child.pid === undefined) throw new Error("failed to start the client fixture");
-  return { pid: child.pid, done };
+
+  const lines: Record<string, unknown>[] = [];
+  const waiters: {
+    match: (line: Record<string, unknown>) => boolean;
+    resolve: (line: Record<string, unknown>) => void;
+  }[] = [];
+  let pending = "";
+  let stderr = "";
+  child.stdout.on("data", (chunk: Buffer) => {
+    pending += chunk.toString("utf8");
+    let newline: number;
+    while ((newline = pending.indexOf("\n")) !== -1) {
+      const text = pending.slice(0, newline);
+      pending = pending.slice(newline + 1);
+      if (!text.startsWith("{")) continue;
+      const line = JSON.parse(text) as Record<string, unknown>;
+      lines.push(line);
+      for (const waiter of [...waiters]) {
+        if (!waiter.match(line)) continue;
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve(line);
+      }
+    }
+  });
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")));
+  const done = new Promise<ClientOutcome>((resolve) => {
+    child.on("close", (code, signal) => resolve({ code, signal, lines, stderr }));
+  });
+
+  return {
+    pid: child.pid,
+    done,
+    waitForLine(match) {
+      const seen = lines.find(match);
+      if (seen !== undefined) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        waiters.push({ match, resolve });
+        void done.then((outcome) =>
+          reject(
+            new Error(
+              `client ended (${outcome.code ?? outcome.signal}) before the line: ${outcome.stderr}`,
+            ),
+          ),
+        );
+      });
+    },
+  };
 }
