@@ -23,8 +23,9 @@ export interface ChainArgs {
   /** @default "filter" */
   readonly table?: pulumi.Input<TableName>;
   /**
-   * Removes rules in this chain that no resource of this library manages, at every create and
-   * update, and at delete.
+   * Removes rules in this chain that no resource of this library manages: at create, at every
+   * update, and at delete. Refresh counts them (output `foreignRules`), so the next up after a
+   * refresh removes rules added since.
    * @default false - foreign rules in the chain are kept, and block its deletion
    */
   readonly purgeUnmanaged?: pulumi.Input<boolean>;
@@ -43,6 +44,8 @@ export class Chain extends pulumi.dynamic.Resource {
   declare readonly family: pulumi.Output<Family>;
   declare readonly table: pulumi.Output<TableName>;
   declare readonly purgeUnmanaged: pulumi.Output<boolean>;
+  /** Rules in the chain that no resource of this library manages, at the last read. */
+  declare readonly foreignRules: pulumi.Output<number>;
   /** The host's iptables backend: "nft" or "legacy". */
   declare readonly backend: pulumi.Output<Backend>;
   /** The host key the host presented at the first operation (authorized_keys format). */
@@ -64,6 +67,7 @@ export class Chain extends pulumi.dynamic.Resource {
         table: args.table,
         purgeUnmanaged: args.purgeUnmanaged,
         adopt: args.adopt,
+        foreignRules: undefined,
         backend: undefined,
         hostKey: undefined,
       },

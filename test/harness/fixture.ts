@@ -81,16 +81,18 @@ function packInto(dir: string, tarball: string): void {
     execFileSync(
       process.execPath,
       [tsc, "-p", "tsconfig.build.json", "--outDir", path.join(stage, "dist")],
-      {
-        cwd: REPO_ROOT,
-        stdio: "pipe",
-      },
+      { cwd: REPO_ROOT, stdio: "pipe" },
     );
   } catch (error) {
+    // tsc still emits JavaScript when types are wrong. Type errors are `npm run typecheck`'s
+    // business; a package without its entry point cannot be tested at all.
     const output = (error as { stdout?: Buffer }).stdout?.toString() ?? "";
-    throw new Error(`building the package for the fixture project failed:\n${output}`, {
-      cause: error,
-    });
+    if (!fs.existsSync(path.join(stage, "dist", "index.js"))) {
+      throw new Error(`building the package for the fixture project failed:\n${output}`, {
+        cause: error,
+      });
+    }
+    console.warn(`the fixture package was built despite type errors:\n${output}`);
   }
   for (const file of ["package.json", "README.md", "LICENSE"]) {
     const source = path.join(REPO_ROOT, file);

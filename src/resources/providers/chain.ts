@@ -81,8 +81,11 @@ export const chainProvider = {
     ) {
       replaces.unshift("connection");
     }
+    // Refresh counts foreign rules in the chain; with purgeUnmanaged, any is drift to remove.
+    const foreignToPurge = news.purgeUnmanaged === true && Number(olds.foreignRules ?? 0) > 0;
     const changes =
       replaces.length > 0 ||
+      foreignToPurge ||
       olds.purgeUnmanaged !== news.purgeUnmanaged ||
       olds.adopt !== news.adopt ||
       JSON.stringify(olds.connection) !== JSON.stringify(news.connection);
@@ -131,14 +134,31 @@ export const chainProvider = {
     const table = await host.readTable(props.family as Family, props.table as TableName);
     if (!table?.chains.some((chain) => chain.name === props.name)) return { id: "", props: {} };
     const facts = await host.facts();
-    return { id, props: { ...props, backend: facts.backend } };
+    return {
+      id,
+      props: {
+        ...props,
+        foreignRules: foreignRules(table, props.name as string),
+        backend: facts.backend,
+      },
+    };
   },
 
   async update(_id: string, olds: Props, news: Props): Promise<{ outs: Props }> {
     const host = await openHost(news.connection, olds.hostKey);
-    if (news.purgeUnmanaged === true) await purge(host, news);
+    const table =
+      news.purgeUnmanaged === true
+        ? await purge(host, news)
+        : await host.readTable(news.family as Family, news.table as TableName);
     const facts = await host.facts();
-    return { outs: { ...news, backend: facts.backend, hostKey: host.hostKey } };
+    return {
+      outs: {
+        ...news,
+        foreignRules: foreignRules(table, news.name as string),
+        backend: facts.backend,
+        hostKey: host.hostKey,
+      },
+    };
   },
 
   async delete(_id: string, props: Props): Promise<void> {
@@ -161,13 +181,25 @@ export const chainProvider = {
   },
 };
 
-async function purge(host: Awaited<ReturnType<typeof openHost>>, inputs: Props): Promise<void> {
+/** Removes the foreign rules of the chain and returns the table read back afterwards. */
+async function purge(
+  host: Awaited<ReturnType<typeof openHost>>,
+  inputs: Props,
+): Promise<SaveTable | undefined> {
   const name = inputs.name as string;
-  await host.applyTableChange(
+  const result = await host.applyTableChange(
     inputs.family as Family,
     inputs.table as TableName,
     { purgeUnmanaged: [name] },
     { rollback: "auto" },
+  );
+  return result.after;
+}
+
+/** Counts the rules in the chain that no resource of this library manages. */
+function foreignRules(table: SaveTable | undefined, name: string): number {
+  return (
+    table?.rules.filter((rule) => rule.chain === name && ruleMarker(rule) === undefined).length ?? 0
   );
 }
 
