@@ -12,9 +12,7 @@
  *   source and destination pair, and `canonicalRule` returns one line each, joined by "\n".
  * iptables-save prints the addresses, interfaces, protocol and fragment flag first, then the
  * matches in the order they were loaded, then the target.
- *
- * NOTE: getopt_long also accepts unambiguous abbreviations of long options (`--dp 22`); this
- * reader accepts only full names and rejects abbreviations as unknown options.
+ * - Long options may be abbreviated to any unambiguous prefix, as getopt_long allows.
  */
 import { IptablesError, quoteForMessage, type ErrorCode } from "../errors";
 import {
@@ -105,30 +103,75 @@ function ruleError(code: ErrorCode, option: string, message: string): IptablesEr
   return new IptablesError(code, message, { details: { option } });
 }
 
-/** Generic options of the iptables command, by every spelling. */
-const GENERIC: Readonly<Record<string, string>> = {
+/** Short generic options of the iptables command. */
+const SHORT_GENERIC: Readonly<Record<string, string>> = {
   "-s": "source",
-  "--source": "source",
-  "--src": "source",
   "-d": "destination",
-  "--destination": "destination",
-  "--dst": "destination",
   "-i": "in-interface",
-  "--in-interface": "in-interface",
   "-o": "out-interface",
-  "--out-interface": "out-interface",
   "-p": "protocol",
-  "--protocol": "protocol",
   "-f": "fragment",
-  "--fragment": "fragment",
   "-m": "match",
-  "--match": "match",
   "-j": "jump",
-  "--jump": "jump",
   "-g": "goto",
-  "--goto": "goto",
 };
 const SHORT_WITH_VALUE = new Set(["-s", "-d", "-i", "-o", "-p", "-m", "-j", "-g"]);
+
+/**
+ * The long options iptables 1.8.9 always knows (`original_opts` in iptables/iptables.c), in
+ * table order, mapped to the rule option they set; commands and flags that are not part of a
+ * rule map to undefined. They matter for abbreviations: "--d" is ambiguous, "--in" is
+ * --in-interface.
+ */
+const LONG_GENERIC: ReadonlyArray<readonly [string, string | undefined]> = [
+  ["append", undefined],
+  ["delete", undefined],
+  ["insert", undefined],
+  ["replace", undefined],
+  ["list", undefined],
+  ["list-rules", undefined],
+  ["flush", undefined],
+  ["zero", undefined],
+  ["new-chain", undefined],
+  ["delete-chain", undefined],
+  ["rename-chain", undefined],
+  ["policy", undefined],
+  ["source", "source"],
+  ["destination", "destination"],
+  ["src", "source"],
+  ["dst", "destination"],
+  ["protocol", "protocol"],
+  ["in-interface", "in-interface"],
+  ["jump", "jump"],
+  ["table", undefined],
+  ["match", "match"],
+  ["numeric", undefined],
+  ["out-interface", "out-interface"],
+  ["verbose", undefined],
+  ["wait", undefined],
+  ["wait-interval", undefined],
+  ["exact", undefined],
+  ["fragment", "fragment"],
+  ["version", undefined],
+  ["help", undefined],
+  ["line-numbers", undefined],
+  ["modprobe", undefined],
+  ["set-counters", undefined],
+  ["goto", "goto"],
+  ["ipv4", undefined],
+  ["ipv6", undefined],
+  ["check", undefined],
+];
+
+/** What a long option on the command line resolved to. */
+type LongOption =
+  | { readonly kind: "generic"; readonly option: string | undefined; readonly name: string }
+  | {
+      readonly kind: "module";
+      readonly owner: MatchInstance | TargetInstance;
+      readonly spec: OptionSpec;
+      readonly name: string;
+    };
 
 /** Options and values of one rule, in the order they were given. */
 interface ParsedRule {
@@ -229,29 +272,44 @@ class RuleReader {
         return value;
       };
 
-      const generic = GENERIC[name];
-      if (generic !== undefined) {
+      const nextValue = (): string => {
+        const value = this.tokens[index++];
+        if (value === undefined) throw ruleError("RULE_SYNTAX", name, `${name} needs a value`);
+        if (value === "!") {
+          throw ruleError(
+            "RULE_SYNTAX",
+            name,
+            `"${name} ! VALUE" is not accepted; write "! ${name} VALUE"`,
+          );
+        }
+        return value;
+      };
+
+      if (!name.startsWith("--")) {
+        const generic = SHORT_GENERIC[name];
+        if (generic === undefined) {
+          throw ruleError(
+            "RULE_UNKNOWN_OPTION",
+            name,
+            `unknown option ${quoteForMessage(name, 40)}; a rule accepts -s, -d, -i, -o, -p, -f, -m, -j and -g ` +
+              "and the long options of its matches and target",
+          );
+        }
         this.generic(generic, name, invert, takeValue);
-      } else if (name.startsWith("--")) {
-        this.moduleOption(name.slice(2), invert, attached, () => {
-          const value = this.tokens[index++];
-          if (value === undefined) throw ruleError("RULE_SYNTAX", name, `${name} needs a value`);
-          if (value === "!") {
+      } else {
+        const resolved = this.resolveLong(name.slice(2));
+        if (resolved.kind === "generic") {
+          if (resolved.option === undefined) {
             throw ruleError(
-              "RULE_SYNTAX",
+              "RULE_UNSUPPORTED",
               name,
-              `"${name} ! VALUE" is not accepted; write "! ${name} VALUE"`,
+              `${name} (--${resolved.name}) is an iptables command or flag, not part of a rule`,
             );
           }
-          return value;
-        });
-      } else {
-        throw ruleError(
-          "RULE_UNKNOWN_OPTION",
-          name,
-          `unknown option ${quoteForMessage(name, 40)}; a rule accepts -s, -d, -i, -o, -p, -f, -m, -j and -g ` +
-            "and the long options of its matches and target",
-        );
+          this.generic(resolved.option, name, invert, takeValue);
+        } else {
+          this.moduleOption(resolved, name, invert, attached, nextValue);
+        }
       }
       invert = false;
     }
@@ -370,13 +428,46 @@ class RuleReader {
   }
 
   private moduleOption(
-    name: string,
+    resolved: Extract<LongOption, { kind: "module" }>,
+    spelled: string,
     invert: boolean,
     attached: string | undefined,
     next: () => string,
   ): void {
-    let found = this.findOwner(name);
-    if (found === undefined) found = this.loadProtocolMatch(name);
+    const { owner, spec } = resolved;
+    const option = `--${resolved.name}`;
+    if (invert && !spec.invertible) {
+      throw ruleError("RULE_SYNTAX", option, `"!" cannot negate ${spelled}`);
+    }
+    if (spec.args === 0 && attached !== undefined) {
+      throw ruleError("RULE_SYNTAX", option, `${spelled} takes no value`);
+    }
+    const args: string[] = [];
+    for (let i = 0; i < spec.args; i++) {
+      args.push(i === 0 && attached !== undefined ? attached : next());
+    }
+    owner.option(spec, args, invert);
+  }
+
+  /**
+   * Resolves a long option as getopt_long does over iptables' merged option table: the generic
+   * options first, then the options of the loaded matches and target, newest first. An exact
+   * name wins; otherwise a unique prefix (an abbreviation such as "--dport" for a loaded
+   * multiport's "--dports"). When nothing or more than one option fits, iptables loads the
+   * protocol's match once and tries again.
+   */
+  private resolveLong(name: string): LongOption {
+    let found = this.lookupLong(name);
+    if (found === undefined || found === "ambiguous") {
+      if (this.loadProtocolMatch()) found = this.lookupLong(name);
+    }
+    if (found === "ambiguous") {
+      throw ruleError(
+        "RULE_UNKNOWN_OPTION",
+        `--${name}`,
+        `option "--${name}" is an ambiguous abbreviation of several loaded options; write it in full`,
+      );
+    }
     if (found === undefined) {
       throw ruleError(
         "RULE_UNKNOWN_OPTION",
@@ -385,52 +476,49 @@ class RuleReader {
           "load the match first with -m (or -p for tcp, udp and icmp options)",
       );
     }
-    const [owner, spec] = found;
-    if (invert && !spec.invertible) {
-      throw ruleError("RULE_SYNTAX", `--${name}`, `"!" cannot negate --${name}`);
-    }
-    const args: string[] = [];
-    for (let i = 0; i < spec.args; i++)
-      args.push(i === 0 && attached !== undefined ? attached : next());
-    if (spec.args === 0 && attached !== undefined) {
-      throw ruleError("RULE_SYNTAX", `--${name}`, `--${name} takes no value`);
-    }
-    owner.option(spec, args, invert);
+    return found;
   }
 
-  /** Finds the most recently loaded match or target that defines the option. */
-  private findOwner(name: string): [MatchInstance | TargetInstance, OptionSpec] | undefined {
+  private lookupLong(name: string): LongOption | "ambiguous" | undefined {
+    const entries: LongOption[] = LONG_GENERIC.map(([longName, option]) => ({
+      kind: "generic" as const,
+      option,
+      name: longName,
+    }));
     for (let i = this.owners.length - 1; i >= 0; i--) {
-      const spec = this.owners[i].options.get(name);
-      if (spec !== undefined) return [this.owners[i], spec];
+      const owner = this.owners[i];
+      for (const [optionName, spec] of owner.options) {
+        entries.push({ kind: "module", owner, spec, name: optionName });
+      }
     }
-    return undefined;
+
+    const exact = entries.find((entry) => entry.name === name);
+    if (exact !== undefined) return exact;
+
+    // Aliases of one option (such as --sport and --source-port) count as one candidate.
+    const candidates = entries.filter((entry) => entry.name.startsWith(name));
+    const distinct = new Set(
+      candidates.map((entry) => (entry.kind === "generic" ? `generic:${entry.name}` : entry.spec)),
+    );
+    if (distinct.size > 1) return "ambiguous";
+    return candidates[0];
   }
 
   /**
-   * Loads the protocol's match for an option no loaded module defines, as iptables does: when
-   * that match is not loaded yet, or was loaded only explicitly and never implicitly.
+   * Loads the match of the rule's protocol (tcp, udp, icmp, icmp6), as iptables does for an
+   * option it cannot resolve, once per rule. Returns whether a match was loaded.
    */
-  private loadProtocolMatch(name: string): [MatchInstance, OptionSpec] | undefined {
+  private loadProtocolMatch(): boolean {
     const protocol = this.rule.protocol;
-    if (protocol === undefined) return undefined;
+    if (protocol === undefined || this.protocolMatchUsed) return false;
     const matchName = PROTOCOL_MATCHES[protocol.number];
-    if (matchName === undefined) return undefined;
-    if (this.protocolMatchUsed) return undefined;
-    const factory = MATCHES[matchName];
-    if (factory === undefined) return undefined;
-    let instance: MatchInstance;
-    try {
-      instance = factory(this.env);
-    } catch {
-      return undefined;
-    }
-    const spec = instance.options.get(name);
-    if (spec === undefined) return undefined;
+    const factory = matchName === undefined ? undefined : MATCHES[matchName];
+    if (factory === undefined) return false;
+    const instance = factory(this.env);
     this.protocolMatchUsed = true;
     this.rule.matches.push(instance);
     this.owners.push(instance);
-    return [instance, spec];
+    return true;
   }
 }
 

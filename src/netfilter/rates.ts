@@ -145,6 +145,16 @@ export function parseByteRate(option: string, text: string): number | undefined 
   const bytes = Number(match[1]) * factor;
   if (bytes === 0) throw rateError(option, text, "the rate must be at least 1b/s");
   const chunks = Math.floor(bytes / 2 ** HASHLIMIT_BYTE_SHIFT);
+  if (chunks === 0) {
+    // iptables accepts 1b/s to 15b/s, but iptables-save prints them as "0b/s", which
+    // iptables-restore cannot read back, and a --hashlimit-burst with them crashes iptables
+    // 1.8.9 with a division by zero.
+    throw new IptablesError(
+      "RULE_OUT_OF_RANGE",
+      `${option} ${JSON.stringify(text)} is too low: byte rates count 16-byte chunks, so use at least 16b/s`,
+      { details: { option, value: text } },
+    );
+  }
   if (chunks >= UINT32_MAX) {
     throw new IptablesError(
       "RULE_OUT_OF_RANGE",

@@ -13,7 +13,8 @@
  * or "! " and the error iptables printed when it rejected the rule. The recorder
  * (record-rules.ts) writes those lines from a lab host; everything else is written by hand:
  * `code CODE` pins the error code canonicalRule raises for a rejected rule, and
- * `stricter CODE` marks a rule iptables accepts but canonicalRule deliberately rejects.
+ * `stricter [BACKEND] CODE` marks a rule iptables accepts but canonicalRule deliberately
+ * rejects (on that backend only, when one is named).
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -32,7 +33,7 @@ export interface RuleRow {
   readonly spec: string;
   readonly outcomes: Partial<Record<Backend, BackendOutcome>>;
   readonly code?: ErrorCode;
-  readonly stricter?: ErrorCode;
+  readonly stricter?: { readonly code: ErrorCode; readonly backend?: Backend };
   /** 1-based line of the row's `spec` line, for failure messages. */
   readonly line: number;
 }
@@ -61,7 +62,7 @@ function parseRow(block: Array<[number, string]>): RuleRow {
   let spec: string | undefined;
   let specLine = block[0][0];
   let code: ErrorCode | undefined;
-  let stricter: ErrorCode | undefined;
+  let stricter: { code: ErrorCode; backend?: Backend } | undefined;
   const outcomes: Partial<Record<Backend, { lines: string[] } | { error: string }>> = {};
 
   for (const [lineNumber, line] of block) {
@@ -86,9 +87,14 @@ function parseRow(block: Array<[number, string]>): RuleRow {
       case "code":
         code = value as ErrorCode;
         break;
-      case "stricter":
-        stricter = value as ErrorCode;
+      case "stricter": {
+        const [first, second] = value.split(/\s+/);
+        stricter =
+          second === undefined
+            ? { code: first as ErrorCode }
+            : { code: second as ErrorCode, backend: first as Backend };
         break;
+      }
       case "nft":
       case "legacy": {
         if (value.startsWith("! ")) {
@@ -123,7 +129,10 @@ export function renderRuleFixtures(rows: readonly RuleRow[]): string {
       else for (const line of outcome.lines) lines.push(`${key} ${line}`);
     }
     if (row.code !== undefined) lines.push(`code   ${row.code}`);
-    if (row.stricter !== undefined) lines.push(`stricter ${row.stricter}`);
+    if (row.stricter !== undefined) {
+      const backend = row.stricter.backend === undefined ? "" : `${row.stricter.backend} `;
+      lines.push(`stricter ${backend}${row.stricter.code}`);
+    }
     return lines.join("\n");
   });
   return `${blocks.join("\n\n")}\n`;

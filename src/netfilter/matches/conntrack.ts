@@ -21,7 +21,7 @@ import {
   type RuleEnv,
 } from "../model";
 import { parseProtocol } from "../protocols";
-import { parsePort } from "./ports";
+import { parseServicePort } from "./ports";
 
 const STATES: ReadonlyArray<readonly [string, number]> = [
   ["INVALID", 1 << 0],
@@ -157,7 +157,7 @@ export class ConntrackMatch implements MatchInstance {
       case "ctorigdstport":
       case "ctreplsrcport":
       case "ctrepldstport":
-        return this.formatRange(option, text, 0xffff, (part) => parsePort(option, part, "tcp"));
+        return this.formatRange(option, text, 0xffff, (part) => parseServicePort(option, part));
       case "ctexpire":
         return this.formatRange(option, text, 0xffff_ffff, (part) =>
           parseUnsigned(option, part, 0, 0xffff_ffff),

@@ -52,16 +52,45 @@ interface PortRange {
 }
 
 /** Parses "port", "from:to", "from:" or ":to" as the tcp and udp matches do. */
+/**
+ * Parses a port as `xtables_getportbyname` does for the udp and conntrack matches: getaddrinfo
+ * reads decimal numbers only ("022" is 22, "0x16" is not a number) and looks names up for any
+ * protocol, so "http" is 80 under udp too.
+ *
+ * NOTE: getaddrinfo also accepts numbers above 65535 and keeps their low 16 bits (65536 is
+ * port 0); this parser rejects them.
+ */
+export function parseServicePort(option: string, text: string): number {
+  if (/^\d+$/.test(text)) {
+    const value = Number(text);
+    if (value > MAX_PORT) throw outOfRange(option, text, "use a port from 0 to 65535");
+    return value;
+  }
+  for (const protocol of ["tcp", "udp"] as const) {
+    const table = SERVICES[protocol];
+    if (Object.prototype.hasOwnProperty.call(table, text)) return table[text];
+  }
+  throw invalidValue(
+    option,
+    text,
+    "expected a decimal port number from 0 to 65535 or a service name",
+  );
+}
+
 function parsePortRange(option: string, text: string, protocol: "tcp" | "udp"): [number, number] {
+  // libxt_tcp.c reads ports with its own parser (C numbers in base 0, tcp service names);
+  // libxt_udp.c uses the generic port-range option type, which goes through getaddrinfo.
+  const parse = (part: string): number =>
+    protocol === "tcp" ? parsePort(option, part, "tcp") : parseServicePort(option, part);
   const colon = text.indexOf(":");
   if (colon < 0) {
-    const port = parsePort(option, text, protocol);
+    const port = parse(text);
     return [port, port];
   }
   const first = text.slice(0, colon);
   const second = text.slice(colon + 1);
-  const from = first === "" ? 0 : parsePort(option, first, protocol);
-  const to = second === "" ? MAX_PORT : parsePort(option, second, protocol);
+  const from = first === "" ? 0 : parse(first);
+  const to = second === "" ? MAX_PORT : parse(second);
   if (from > to)
     throw invalidValue(option, text, "the first port of a range must not exceed the second");
   return [from, to];
@@ -220,10 +249,19 @@ export class TcpUdpMatch implements MatchInstance {
     return true;
   }
 
-  /** Tells whether iptables-nft 1.8.9 translates this match to native expressions. */
+  /**
+   * Tells whether iptables-nft 1.8.9 translates this match to native expressions: only port
+   * tests are translated, and a match without any port test stays an xt match.
+   */
   isNative(): boolean {
+    const portTest = (range: PortRange): boolean =>
+      range.invert || range.from !== 0 || range.to !== MAX_PORT;
     return (
-      this.flagMask === 0 && !this.flagsInvert && this.tcpOption === 0 && !this.tcpOptionInvert
+      this.flagMask === 0 &&
+      !this.flagsInvert &&
+      this.tcpOption === 0 &&
+      !this.tcpOptionInvert &&
+      (portTest(this.sport) || portTest(this.dport))
     );
   }
 
