@@ -4,6 +4,14 @@ export { canonicalRule, sameRule } from "./netfilter/canonical";
 export { ruleMarker } from "./netfilter/managed";
 export { MAX_CHAIN_NAME_LENGTH, planTableChange, validateChainName } from "./netfilter/plan";
 export type { DesiredRule, PlanOptions, PlanStep, TableChange, TablePlan } from "./netfilter/plan";
+export { simulateRateLimit } from "./netfilter/simulate";
+export type {
+  Arrival,
+  ArrivalEvent,
+  RateLimitSpec,
+  SimulateOptions,
+  SimulationResult,
+} from "./netfilter/simulate";
 export type {
   Backend,
   Counters,
