@@ -8,14 +8,14 @@
  *   pace  --target A --port P --rate R ... new connections at R per second
  *   hold  --target A --port P ...          one connection, echoing a line every interval
  */
-import { connect, createServer, type Socket } from "node:net";
+import { connect, createServer, isIPv6, type Socket } from "node:net";
 import { parseArgs } from "node:util";
 
 /** How one connection attempt ended. */
 export type Outcome = "connected" | "refused" | "timeout" | "error";
 
 export interface Attempt {
-  /** Wall-clock time the attempt started, in milliseconds since the Unix epoch (sub-ms precision). */
+  /** Wall-clock time of the connect system call, in ms since the Unix epoch (sub-ms precision). */
   readonly atMs: number;
   /** The local address the attempt was bound to ("" when the kernel chose). */
   readonly source: string;
@@ -57,7 +57,7 @@ interface AttemptRequest {
 
 /** Opens one connection and closes it with a reset at once, so no TIME_WAIT state piles up. */
 function attemptConnection(request: AttemptRequest): Promise<Attempt> {
-  const atMs = wallMs();
+  let atMs = wallMs();
   return new Promise((resolve) => {
     const socket = connect({
       host: request.target,
@@ -73,6 +73,9 @@ function attemptConnection(request: AttemptRequest): Promise<Attempt> {
       resolve({ atMs, source: request.source, outcome, ...(code ? { code } : {}) });
     };
     const timer = setTimeout(() => finish("timeout"), request.timeoutMs);
+    // Node issues the connect system call on a later tick, after the caller's synchronous work
+    // (tens of milliseconds for the first sockets of a process), and emits this just before it.
+    socket.once("connectionAttempt", () => (atMs = wallMs()));
     socket.once("connect", () => finish("connected"));
     socket.once("error", (error: NodeJS.ErrnoException) => {
       if (error.code === "ECONNREFUSED") finish("refused");
@@ -91,8 +94,19 @@ interface FloodRequest {
   readonly timeoutMs: number;
 }
 
+/** A closed port on the client's own loopback, for warm-up attempts that reach no other host. */
+const WARM_UP_PORT = 9;
+const WARM_UP_ATTEMPTS = 20;
+
 /** Keeps `concurrency` attempts in flight, cycling through `sources`, until time or count runs out. */
 async function flood(request: FloodRequest): Promise<AttemptReport> {
+  // The first sockets of a process are slow to open. Warming up on loopback makes the timed
+  // attempts dense from the first one, as a real flood is.
+  const loopback = isIPv6(request.target) ? "::1" : "127.0.0.1";
+  for (let index = 0; index < WARM_UP_ATTEMPTS; index++) {
+    await attemptConnection({ target: loopback, port: WARM_UP_PORT, source: "", timeoutMs: 100 });
+  }
+
   const attempts: Attempt[] = [];
   const sources = request.sources.length > 0 ? request.sources : [""];
   const deadline = wallMs() + request.durationMs;
