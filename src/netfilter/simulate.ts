@@ -10,9 +10,9 @@
  * - `limit` on the nft backend: iptables-nft 1.8.9 turns `-m limit` into nf_tables' native limit
  *   expression (net/netfilter/nft_limit.c), a bucket of nanoseconds read from a clock, not jiffies.
  *
- * Jiffy-based buckets depend on the kernel's tick rate (CONFIG_HZ). The default, 250, is what
- * Debian's and Ubuntu's generic kernels are built with; RHEL-family kernels use 1000. Read yours
- * from /boot/config-$(uname -r) and pass it as `hz`.
+ * Jiffy-based buckets depend on the kernel's tick rate (CONFIG_HZ). The default, 250, is the
+ * value of Debian's kernels and of the lab machine; other builds use 100, 300 or 1000. Read
+ * yours from /boot/config-$(uname -r) and pass it as `hz`.
  */
 import { IptablesError } from "../errors";
 import {
