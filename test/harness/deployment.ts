@@ -78,6 +78,8 @@ export interface Step {
   /** Top-level properties that differ between old and new (inputs, or outputs on refresh). */
   readonly changedKeys: readonly string[];
   readonly replaces?: readonly string[];
+  /** Set for resources of other providers, which the harness records without running. */
+  readonly otherProvider?: boolean;
 }
 
 export interface CallCounts {
@@ -173,7 +175,7 @@ export class Deployment {
     const op = new Operation(this.provider);
     const next: ResourceState[] = [];
     for (const resource of this.state) {
-      if (!resource.custom) {
+      if (!resource.custom || !isDynamic(resource.type)) {
         next.push(resource);
         continue;
       }
@@ -233,9 +235,10 @@ export class Deployment {
 
     const register = async (registration: Registration): Promise<ResourceState> => {
       const old = previous.get(registration.urn);
-      const resource = registration.custom
-        ? await this.step(op, registration, old, preview, pendingDeletes)
-        : componentState(registration, old);
+      let resource: ResourceState;
+      if (!registration.custom) resource = componentState(registration, old);
+      else if (!isDynamic(registration.type)) resource = otherProviderState(op, registration, old);
+      else resource = await this.step(op, registration, old, preview, pendingDeletes);
       registered.push(resource);
       return resource;
     };
@@ -365,6 +368,10 @@ export class Deployment {
   }
 
   private async deleteOne(op: Operation, resource: ResourceState): Promise<void> {
+    if (!isDynamic(resource.type)) {
+      op.steps.push({ ...identity(resource), op: "delete", changedKeys: [], otherProvider: true });
+      return;
+    }
     op.calls.delete++;
     op.steps.push({
       ...identity(resource),
@@ -475,6 +482,32 @@ function stateOf(
     dependencies: registration.dependencies,
     additionalSecretOutputs: registration.additionalSecretOutputs,
   };
+}
+
+function isDynamic(type: string): boolean {
+  return type.startsWith("pulumi-nodejs:dynamic");
+}
+
+/**
+ * Records a resource of another provider (such as `@pulumi/command`) without running it: the
+ * harness starts only the dynamic provider, so such a resource counts as done with its inputs
+ * as outputs, and its steps carry `otherProvider`.
+ */
+function otherProviderState(
+  op: Operation,
+  registration: Registration,
+  old: ResourceState | undefined,
+): ResourceState {
+  const keys =
+    old === undefined ? [] : changedKeys(stripMap(old.inputs), stripMap(registration.inputs));
+  const kind: StepOp = old === undefined ? "create" : keys.length > 0 ? "update" : "same";
+  op.steps.push({ ...identity(registration), op: kind, changedKeys: keys, otherProvider: true });
+  return stateOf(
+    registration,
+    old?.id ?? `${registration.name}-id`,
+    registration.inputs,
+    registration.inputs,
+  );
 }
 
 function componentState(registration: Registration, old: ResourceState | undefined): ResourceState {

@@ -114,6 +114,8 @@ function recipe(options: RecipeOptions = {}): Program {
         family: BOTH_FAMILIES[index] ? "both" : undefined,
         rate: options.rate,
         htableExpireMs: options.htableExpireMs,
+        // Lab hosts run no init system, so nothing can restore rules at their boot.
+        ...{ persist: false },
       });
     });
   };
