@@ -108,7 +108,6 @@ export async function applyTableChange(
 
       const armed = needsRollback(rollback, snapshot.table, plan);
       const token = randomBytes(9).toString("hex");
-      const armedAt = Date.now();
       const outcome = await runApply(ctx, {
         binaries,
         family,
@@ -142,13 +141,13 @@ export async function applyTableChange(
           throw applyRejected(where, family, plan, outcome.exitCode, outcome.stderr);
         case "applied":
           state.snapshots.delete(key);
-          if (outcome.armed) {
+          if (outcome.armedAt !== undefined) {
             await confirmOrRollBack(ctx, {
               binaries,
               family,
               table,
               token,
-              deadline: armedAt + confirmTimeoutSeconds * 1000,
+              deadline: outcome.armedAt + confirmTimeoutSeconds * 1000,
               confirmTimeoutSeconds,
             });
           }

@@ -26,6 +26,8 @@ export interface CommandOptions {
   readonly allowFailure?: boolean;
   /** Run on this client instead of the pooled connection (the fresh confirm connection). */
   readonly client?: Client;
+  /** Receives standard output as it arrives. */
+  readonly onStdout?: (chunk: Buffer) => void;
 }
 
 export const DEFAULT_COMMAND_TIMEOUT_MS = 60_000;
@@ -46,7 +48,7 @@ export async function runCommand(
   const id = nextCommandId++;
   const base = { host: formatAddress(ctx.conn.host, ctx.conn.port), user: ctx.conn.user };
   const timeoutMs = options.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
-  const execOptions: ExecOptions = { input: options.input, timeoutMs };
+  const execOptions: ExecOptions = { input: options.input, timeoutMs, onStdout: options.onStdout };
 
   ctx.emit({ kind: "command-start", ...base, id, command: display });
   let result: CommandResult;

@@ -31,6 +31,8 @@ export interface ExecOptions {
   /** Bytes for standard input; standard input is closed after them (or at once without). */
   readonly input?: string | Buffer;
   readonly timeoutMs: number;
+  /** Receives standard output as it arrives, before the command ends. */
+  readonly onStdout?: (chunk: Buffer) => void;
 }
 
 /** Runs `command` on a new channel of `client`, rejecting with a ChannelError on failure. */
@@ -81,7 +83,10 @@ export function execOnClient(
           return;
         }
         channel = stream;
-        stream.on("data", (chunk: Buffer) => stdout.push(chunk));
+        stream.on("data", (chunk: Buffer) => {
+          stdout.push(chunk);
+          options.onStdout?.(chunk);
+        });
         stream.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
         stream.on("exit", (exitCode: number | null, exitSignal?: string) => {
           exited = true;

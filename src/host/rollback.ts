@@ -12,6 +12,7 @@ import { dial } from "./dial";
 import type { TableBinaries } from "./facts";
 import {
   AWAIT_ROLLBACK_SCRIPT,
+  beforeFilePath,
   DISARM_SCRIPT,
   lockFilePath,
   parseFramedOutput,
@@ -108,6 +109,7 @@ async function awaitRollback(
         String(waitSeconds),
         RUN_DIRECTORY,
         request.token,
+        beforeFilePath(request.family, request.table),
       ],
       { timeoutMs: (waitSeconds + 30) * 1000 },
     );

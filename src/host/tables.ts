@@ -10,10 +10,12 @@ import { describeTarget } from "./connection";
 import type { TableBinaries } from "./facts";
 import {
   APPLY_SCRIPT,
+  beforeFilePath,
   lockFilePath,
   parseFramedOutput,
   READ_SCRIPT,
   RUN_DIRECTORY,
+  tableHash,
   WATCHDOG_SCRIPT,
 } from "./table-scripts";
 
@@ -30,14 +32,11 @@ export async function readSnapshot(
   family: Family,
   table: TableName,
 ): Promise<TableSnapshot> {
-  const nonce = newNonce();
   const result = await runScript(ctx, `read ${family} ${table}`, READ_SCRIPT, [
     binaries.save,
     table,
-    nonce,
   ]);
-  const output = parseFramedOutput(result.stdout, nonce);
-  return snapshotFrom(ctx, output.hash, output.table, table);
+  return snapshotOf(result.stdout, table);
 }
 
 export interface ApplyRequest {
@@ -60,16 +59,12 @@ export interface ApplyRequest {
 export type ApplyOutcome =
   | { readonly status: "conflict"; readonly current: TableSnapshot }
   | { readonly status: "unchanged" }
-  | {
-      readonly status: "rejected";
-      readonly exitCode: string;
-      readonly stderr: string;
-      readonly armed: boolean;
-    }
+  | { readonly status: "rejected"; readonly exitCode: string; readonly stderr: string }
   | {
       readonly status: "applied";
       readonly after: TableSnapshot | undefined;
-      readonly armed: boolean;
+      /** Epoch milliseconds when the host reported the rollback armed; undefined when it was not. */
+      readonly armedAt: number | undefined;
     };
 
 /** Runs the compare-and-swap apply script and reads what it reported. */
@@ -77,6 +72,8 @@ export async function runApply(ctx: HostContext, request: ApplyRequest): Promise
   const nonce = newNonce();
   const { binaries, family, table } = request;
   const lock = lockFilePath(family, table);
+  let received = "";
+  let armedAt: number | undefined;
   const result = await runScript(
     ctx,
     `apply ${family} ${table}`,
@@ -92,17 +89,32 @@ export async function runApply(ctx: HostContext, request: ApplyRequest): Promise
       String(request.rollbackSeconds),
       request.token,
       RUN_DIRECTORY,
+      beforeFilePath(family, table),
       WATCHDOG_SCRIPT,
+      request.script === "" ? "verify" : "apply",
     ],
-    { input: request.script, timeoutMs: request.timeoutMs, allowFailure: true },
+    {
+      input: request.script,
+      timeoutMs: request.timeoutMs,
+      allowFailure: true,
+      onStdout: (chunk) => {
+        // The watchdog's timer started just before this line left the host, so its arrival
+        // time, not the time the command was sent, is when the confirm timeout began.
+        received += chunk.toString("latin1");
+        if (armedAt === undefined && received.includes(`${nonce} status armed\n`))
+          armedAt = Date.now();
+      },
+    },
   );
   const output = parseFramedOutput(result.stdout, nonce);
   const armed = output.statuses.some((words) => words[0] === "armed");
+  armedAt ??= Date.now();
+  const succeeded = result.code === 0;
 
-  if (result.code !== 0) throw applyScriptFailed(ctx, request, lock, result.code, result.stderr);
   switch (output.status[0]) {
     case "conflict":
-      return { status: "conflict", current: snapshotFrom(ctx, output.hash, output.table, table) };
+      if (!succeeded || output.table === undefined) break;
+      return { status: "conflict", current: snapshotOf(output.table, table) };
     case "unchanged":
       return { status: "unchanged" };
     case "rejected":
@@ -110,24 +122,17 @@ export async function runApply(ctx: HostContext, request: ApplyRequest): Promise
         status: "rejected",
         exitCode: output.status[1] ?? "?",
         stderr: result.stderr,
-        armed,
       };
     case "applied":
+      // The change is in; a failed read-back only means the caller reads the table again.
       return {
         status: "applied",
-        after: snapshotFrom(ctx, output.hash, output.table, table),
-        armed,
+        after:
+          succeeded && output.table !== undefined ? snapshotOf(output.table, table) : undefined,
+        armedAt: armed ? armedAt : undefined,
       };
-    case "applied-unread":
-      return { status: "applied", after: undefined, armed };
-    default:
-      throw new IptablesError(
-        "COMMAND_FAILED",
-        `the apply script on ${describeTarget(ctx.conn)} ended without a status: ` +
-          `${ctx.redact(tailLines(result.stderr || result.stdout, 5))}`,
-        { details: { host: ctx.conn.host, family, table } },
-      );
   }
+  throw applyScriptFailed(ctx, request, lock, result.code, result.stderr);
 }
 
 /** Parses the dump of one table; undefined when the dump holds no such table. */
@@ -139,21 +144,8 @@ export function newNonce(): string {
   return `@${randomBytes(12).toString("hex")}@`;
 }
 
-function snapshotFrom(
-  ctx: HostContext,
-  hash: string | undefined,
-  dump: string | undefined,
-  table: TableName,
-): TableSnapshot {
-  if (hash === undefined || dump === undefined || !/^[0-9a-f]{64}$/.test(hash)) {
-    throw new IptablesError(
-      "COMMAND_FAILED",
-      `reading the ${table} table on ${describeTarget(ctx.conn)} returned no dump: check that ` +
-        `sha256sum, sed and cut are installed there`,
-      { details: { host: ctx.conn.host, table } },
-    );
-  }
-  return { table: parseTableDump(dump, table), hash };
+function snapshotOf(dump: string, table: TableName): TableSnapshot {
+  return { table: parseTableDump(dump, table), hash: tableHash(dump) };
 }
 
 function applyScriptFailed(
@@ -193,12 +185,6 @@ function applyScriptFailed(
         `${request.binaries.save} -t ${request.table} failed on ${where}: ${tail}`,
         { details },
       );
-    case 74:
-      return new IptablesError(
-        "SSH_CLOSED",
-        `the restore input for ${where} arrived incomplete, so nothing was changed; retry`,
-        { details },
-      );
     case 75:
       return new IptablesError(
         "COMMAND_FAILED",
@@ -209,7 +195,7 @@ function applyScriptFailed(
     default:
       return new IptablesError(
         "COMMAND_FAILED",
-        `the apply script on ${where} exited with ${code}: ${tail}`,
+        `the apply script on ${where} exited with ${code} without a status: ${tail}`,
         { details },
       );
   }

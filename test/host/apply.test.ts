@@ -93,6 +93,18 @@ describe.each(["nft", "legacy"] as const)("applyTableChange on %s", (backend) =>
     expect(await save(labHost)).toBe(before);
   });
 
+  it("costs one command for a change after a change", async () => {
+    const started = events.length;
+    const next = rule("APPLY", "apply/next", 15, "-s 198.18.200.10/32");
+    const result = await host.applyTableChange("ipv4", "filter", { upsertRules: [next] });
+    expect(result.changed).toBe(true);
+    const commands = events.slice(started).filter((event) => event.kind === "command-start");
+    expect(commands.map((event) => event.kind === "command-start" && event.command)).toEqual([
+      "apply ipv4 filter",
+    ]);
+    expect(events.slice(started).some((event) => event.kind === "retry")).toBe(false);
+  });
+
   it("reads a table", async () => {
     const table = await host.readTable("ipv4", "filter");
     expect(table?.name).toBe("filter");
@@ -142,8 +154,7 @@ describe.each(["nft", "legacy"] as const)("applyTableChange on %s", (backend) =>
       upsertRules: [rule("APPLY", "apply/after-rejected", 40, "-s 198.18.200.5/32")],
     });
     expect(Date.now() - started).toBeLessThan(10_000);
-    const leftovers = await lab.exec(labHost, ["ls", "-A", "/run/pulumi-iptables"]);
-    expect(leftovers.stdout.trim()).toBe("");
+    expect(await rollbackStateFiles(labHost)).toEqual([]);
   });
 
   it("plans again when another writer changed the table", async () => {
@@ -312,3 +323,9 @@ describe("files", () => {
     expect(hasErrorCode(error, "COMMAND_FAILED")).toBe(true);
   });
 });
+
+/** Files a rollback leaves under /run/pulumi-iptables, besides the kept copy of each table. */
+async function rollbackStateFiles(host: LabHost): Promise<string[]> {
+  const listing = await lab.exec(host, ["ls", "-A", "/run/pulumi-iptables"]);
+  return listing.stdout.split("\n").filter((name) => name !== "" && !name.endsWith(".before"));
+}
