@@ -40,5 +40,9 @@ export type {
   RateLimitHookArgs,
   RateLimitLogArgs,
 } from "./resources/rate-limit";
+export { PersistenceUnit } from "./resources/persistence-unit";
+export type { PersistenceUnitArgs } from "./resources/persistence-unit";
+export { ConntrackSysctl } from "./resources/conntrack-sysctl";
+export type { ConntrackSysctlArgs } from "./resources/conntrack-sysctl";
 export type { ConnectionArgs } from "./resources/connection";
 export { deriveMarkerId } from "./resources/marker-id";

@@ -4,7 +4,7 @@
  */
 import { IptablesError } from "../errors";
 import { FAMILIES, type Family } from "../netfilter/types";
-import { persistPaths } from "./paths";
+import { persistPaths, type PersistPaths } from "./paths";
 import { RESTORE_SCRIPT, type RestoreJob } from "./restore-script";
 import { renderRulesFile, type PersistedTable, type SkippedRule } from "./rules-file";
 import { renderSystemdUnit } from "./systemd";
@@ -42,6 +42,8 @@ export interface PersistencePlan {
   readonly jobPath: string;
   /** The folder of the rules files and the script. */
   readonly dir: string;
+  /** Every path of the job, whichever init system it is for. */
+  readonly paths: PersistPaths;
   /** Files to write, in the order to write them (the job file last). Empty: nothing to persist. */
   readonly files: readonly PersistFile[];
   /** Every file this boot job may have written, for removal on delete. */
@@ -83,7 +85,7 @@ export function renderPersistence(request: PersistenceRequest): PersistencePlan 
   const jobName = init === "systemd" ? paths.systemdUnitName : paths.upstartJobName;
   const jobPath = init === "systemd" ? paths.systemdUnitPath : paths.upstartJobPath;
   const allPaths = [paths.rules.ipv4, paths.rules.ipv6, paths.script, jobPath];
-  const plan = { init, jobName, jobPath, dir: paths.dir, allPaths, skipped };
+  const plan = { init, jobName, jobPath, dir: paths.dir, paths, allPaths, skipped };
   if (jobs.length === 0) return { ...plan, files: [] };
 
   const job =

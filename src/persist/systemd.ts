@@ -31,7 +31,6 @@ export function renderSystemdUnit(
     "# Rendered by pulumi-iptables; the next pulumi up overwrites this file.",
     "[Unit]",
     `Description=Restore the iptables rules of pulumi-iptables boot job ${name}`,
-    "Documentation=man:iptables-restore(8)",
     "DefaultDependencies=no",
     "Wants=network-pre.target",
     "Before=network-pre.target shutdown.target",

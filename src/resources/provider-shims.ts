@@ -61,3 +61,61 @@ export const hashlimitRuleProviderShim: pulumi.dynamic.ResourceProvider = {
   delete: (id, props) =>
     require("pulumi-iptables/resources/providers/index").providers.HashlimitRule.delete(id, props),
 };
+
+export const persistenceUnitProviderShim: pulumi.dynamic.ResourceProvider = {
+  check: (olds, news) =>
+    require("pulumi-iptables/resources/providers/index").providers.PersistenceUnit.check(
+      olds,
+      news,
+    ),
+  diff: (id, olds, news) =>
+    require("pulumi-iptables/resources/providers/index").providers.PersistenceUnit.diff(
+      id,
+      olds,
+      news,
+    ),
+  create: (inputs) =>
+    require("pulumi-iptables/resources/providers/index").providers.PersistenceUnit.create(inputs),
+  read: (id, props) =>
+    require("pulumi-iptables/resources/providers/index").providers.PersistenceUnit.read(id, props),
+  update: (id, olds, news) =>
+    require("pulumi-iptables/resources/providers/index").providers.PersistenceUnit.update(
+      id,
+      olds,
+      news,
+    ),
+  delete: (id, props) =>
+    require("pulumi-iptables/resources/providers/index").providers.PersistenceUnit.delete(
+      id,
+      props,
+    ),
+};
+
+export const conntrackSysctlProviderShim: pulumi.dynamic.ResourceProvider = {
+  check: (olds, news) =>
+    require("pulumi-iptables/resources/providers/index").providers.ConntrackSysctl.check(
+      olds,
+      news,
+    ),
+  diff: (id, olds, news) =>
+    require("pulumi-iptables/resources/providers/index").providers.ConntrackSysctl.diff(
+      id,
+      olds,
+      news,
+    ),
+  create: (inputs) =>
+    require("pulumi-iptables/resources/providers/index").providers.ConntrackSysctl.create(inputs),
+  read: (id, props) =>
+    require("pulumi-iptables/resources/providers/index").providers.ConntrackSysctl.read(id, props),
+  update: (id, olds, news) =>
+    require("pulumi-iptables/resources/providers/index").providers.ConntrackSysctl.update(
+      id,
+      olds,
+      news,
+    ),
+  delete: (id, props) =>
+    require("pulumi-iptables/resources/providers/index").providers.ConntrackSysctl.delete(
+      id,
+      props,
+    ),
+};
