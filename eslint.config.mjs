@@ -2,7 +2,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/", "node_modules/", "**/node_modules/", ".lab/", "coverage/"] },
+  { ignores: ["dist/", "node_modules/", "**/node_modules/", ".lab/", "coverage/", "test/.fixture-project/"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
