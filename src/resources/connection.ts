@@ -1,6 +1,6 @@
 /**
- * How a resource reaches its host: the `connection` input, typed from `@pulumi/command`'s own
- * `remote.ConnectionArgs` so that users can pass the object they already give `remote.Command`.
+ * The `connection` input of every resource, typed from `@pulumi/command`'s own
+ * `remote.ConnectionArgs`, so users can pass the object they already give `remote.Command`.
  */
 import type * as pulumi from "@pulumi/pulumi";
 import type { types } from "@pulumi/command";
@@ -93,7 +93,7 @@ export function hostConnection(value: unknown, recordedHostKey?: unknown): HostC
   return connection;
 }
 
-/** The host and port a connection reaches; a change of either replaces the resource. */
+/** Returns `host:port` of a connection; a change of either replaces the resource. */
 export function connectionAddress(value: unknown): string {
   const connection = (value ?? {}) as { host?: unknown; port?: unknown };
   return `${String(connection.host)}:${String(connection.port ?? 22)}`;

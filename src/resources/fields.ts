@@ -1,7 +1,7 @@
 /**
  * zod schemas of the values resource inputs take, with the fix each failure suggests.
  *
- * A schema's error message is only the fix ("use 1 to 15 letters, ..."); `checkFailures` in
+ * A schema's error message is only the fix ("use 1 to 15 letters, ..."). `zodFailures` in
  * failures.ts prefixes the field and the value, so every reason reads
  * `<field> <value> is invalid: <fix>`. Schemas also normalise, so that equivalent spellings
  * give identical inputs: protocols in lower case, connection states upper case in kernel order,
@@ -48,8 +48,8 @@ export const markerIdSchema = z
   });
 
 /**
- * The longest chain name iptables accepts is 28 characters: XT_EXTENSION_MAXNAMELEN (29) less
- * the terminating NUL ("chain name ... too long (must be under 29 chars)").
+ * Maximum length of a chain name: XT_EXTENSION_MAXNAMELEN (29) less the terminating NUL.
+ * iptables 1.8.9 rejects longer ones with "chain name ... too long (must be under 29 chars)".
  */
 export const MAX_CHAIN_NAME_LENGTH = 28;
 
@@ -80,9 +80,9 @@ export const TARGET_NAMES: ReadonlySet<string> = new Set([
 ]); // prettier-ignore
 
 /**
- * The longest hashlimit name this library accepts. Kernels since 4.11 (hashlimit revision 2
- * and 3) take up to 254 characters, but revision 1 stores the name in IFNAMSIZ (16) bytes, so
- * 15 characters work on every host of a mixed fleet.
+ * Maximum length of a hashlimit name. Hashlimit revisions 2 and 3 take names of up to 254
+ * characters (iptables 1.8.9 on a current kernel accepted them in the lab), but revision 1
+ * stores the name in IFNAMSIZ (16) bytes, so 15 characters work on every host of a mixed fleet.
  */
 export const MAX_HASHLIMIT_NAME_LENGTH = 15;
 
@@ -97,7 +97,7 @@ export const hashlimitNameSchema = z
 
 const RATE_FIX = 'use a count per second, minute, hour or day, such as "50/sec" or "3000/minute"';
 
-/** A packet rate for `--limit`: "50/sec", "50/s", "3000/minute", "7/hour", "1/day". */
+/** Schema of a packet rate for `--limit`: "50/sec", "50/s", "3000/minute", "7/hour", "1/day". */
 export const packetRateSchema = z.string({ error: RATE_FIX }).superRefine((value, ctx) => {
   try {
     parsePacketRate("rate", value);
@@ -270,7 +270,7 @@ export const portsSchema = z
       slots += typeof parsed === "string" ? 2 : 1;
       if (!out.includes(parsed)) out.push(parsed);
     }
-    // The multiport match holds 15 ports; a range takes two of them (XT_MULTI_PORTS).
+    // The multiport match has room for 15 ports (XT_MULTI_PORTS), and a range takes two.
     if (slots > 15) {
       ctx.addIssue({ code: "custom", message: PORT_FIX, input: ports });
       return z.NEVER;
@@ -304,8 +304,9 @@ export const interfaceSchema = z
   .transform((value) => value.replace(/^!\s*/, "!"));
 
 /**
- * An address or network for `-s`/`-d` in the given family, optionally negated with a leading
- * "!". Normalised as iptables-save prints it: the network address and the prefix length.
+ * Builds the schema of an address or network for `-s`/`-d` in the given family, optionally
+ * negated with a leading "!". It normalises the value as iptables-save prints it: the network
+ * address and the prefix length.
  */
 export function addressSchema(family: Family): z.ZodType<string> {
   const bits = family === "ipv4" ? 32 : 128;

@@ -17,7 +17,7 @@ import {
   type TargetArgs,
 } from "./rule-inputs";
 
-/** What a hashlimit bucket is kept per. */
+/** Key of a hashlimit bucket: source or destination address or port. */
 export type HashlimitMode = "srcip" | "srcport" | "dstip" | "dstport";
 
 export interface HashlimitRuleArgs extends RulePlacementArgs, MatchArgs, TargetArgs {
@@ -32,7 +32,7 @@ export interface HashlimitRuleArgs extends RulePlacementArgs, MatchArgs, TargetA
   readonly above?: pulumi.Input<string>;
   /** `--hashlimit-burst`: bucket size in packets, 1 to 1000000. @default 5 */
   readonly burst?: pulumi.Input<number>;
-  /** What a bucket is kept per. @default ["srcip"] */
+  /** Keys a bucket is kept per. @default ["srcip"] */
   readonly mode?: pulumi.Input<pulumi.Input<HashlimitMode>[]>;
   /** Prefix length that groups source addresses into one bucket. @default 32 (ipv4), 128 (ipv6) */
   readonly srcMask?: pulumi.Input<number>;

@@ -1,5 +1,5 @@
 /**
- * How providers reach hosts: through the host layer's pooled handle, with the host key pinned
+ * Access to hosts for the providers: the host layer's pooled handle, with the host key pinned
  * (trust on first use) and the host layer's warnings forwarded to the Pulumi CLI.
  */
 import { getHost, type Host } from "../host";

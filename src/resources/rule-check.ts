@@ -110,7 +110,7 @@ export function checkRule(kind: RuleKind, news: Record<string, unknown>): RuleCh
   return predictRule(kind, fields, news);
 }
 
-/** The zod schema of a rule resource's inputs for one family. */
+/** Builds the zod schema of a rule resource's inputs for one family. */
 function ruleSchema(kind: RuleKind, family: Family | typeof UNKNOWN) {
   const address = family === UNKNOWN ? z.string() : addressSchema(family);
   const common = {
@@ -303,7 +303,7 @@ function crossFieldFailures(kind: RuleKind, fields: Record<string, unknown>): Ch
 }
 
 /**
- * A rule can only live in, and jump to, a chain of its own table and family. `Chain`
+ * Checks that a rule lives in, and jumps to, chains of its own table and family only. `Chain`
  * arguments bring their table and family along, so a mismatch fails here, before any host.
  */
 function jumpTableFailures(fields: Record<string, unknown>): CheckFailure[] {
@@ -370,7 +370,7 @@ const CANONICAL_FIELDS: ReadonlyArray<readonly [string, string, "text" | "number
   ["logLevel", "--log-level", "number"],
 ];
 
-/** Which field an option of the rule belongs to, for failures raised by canonicalRule. */
+/** Field of each rule option, for the failures that canonicalRule raises. */
 const OPTION_FIELDS: Readonly<Record<string, string>> = Object.fromEntries([
   ...CANONICAL_FIELDS.map(([field, option]) => [option, field]),
   ["--hashlimit-name", "hashlimitName"],

@@ -8,7 +8,7 @@ import { Chain } from "./chain";
 import type { ConnectionArgs } from "./connection";
 import { deriveMarkerId } from "./marker-id";
 
-/** Where a rule lives and how it is identified. */
+/** Placement and identity of a rule. */
 export interface RulePlacementArgs {
   /** How to reach the host. Stored in state as a secret. */
   readonly connection: pulumi.Input<ConnectionArgs>;
@@ -54,7 +54,7 @@ export interface MatchArgs {
   readonly comment?: pulumi.Input<string>;
 }
 
-/** Where matching packets go. */
+/** Target of a rule: where matching packets go. */
 export interface TargetArgs {
   /** `-j`: a target ("ACCEPT", "DROP", "REJECT", "LOG", "RETURN", ...) or a user chain. */
   readonly jump?: pulumi.Input<string> | Chain;

@@ -1,10 +1,10 @@
 /**
- * Turning the inputs of a rule resource into an iptables rule, and back.
+ * Conversion between the inputs of a rule resource and an iptables rule, both ways.
  *
- * `ruleSpec` writes the `-A CHAIN ...` text of a rule from its typed fields or its raw `args`,
+ * `typedRuleSpec` and `rawRuleSpec` write the `-A CHAIN ...` text of a rule from its typed fields or its raw `args`,
  * with the marker comment as the last match, just before `-j`/`-g` (a user comment, if any,
- * sits just before the marker). `fieldsFromCanonical` reads the options iptables-save printed
- * back into field values, so that inputs written in any equivalent spelling become identical.
+ * sits just before the marker). `readCanonical` reads the options iptables-save printed, which
+ * check() turns back into field values, so that inputs written in any equivalent spelling become identical.
  */
 import { formatMarker, type Marker } from "../netfilter/marker";
 import { joinArgs, splitArgs } from "../netfilter/tokenize";
@@ -92,8 +92,8 @@ export function typedRuleSpec(chain: string, marker: Marker, fields: TypedRuleFi
 
 /**
  * Writes the spec of a rule given as raw `args` (everything after `-A CHAIN`), with the user's
- * comment and the marker inserted before the target. Throws a plain Error naming the problem when `args` holds a
- * command, a table or a marker of its own.
+ * comment and the marker inserted before the target. Throws a plain Error naming the problem
+ * when `args` contains a command, a table or a marker of its own.
  */
 export function rawRuleSpec(chain: string, marker: Marker, raw: string, comment?: string): string {
   const args = splitArgs(raw);

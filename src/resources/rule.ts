@@ -3,8 +3,8 @@
  *
  * It owns exactly the rule that carries its marker comment; rules without that marker (Docker,
  * fail2ban, hand-written) are never modified, moved or removed. A change of host, family,
- * table, chain or marker id replaces the rule; any other change (its matches, target or order)
- * replaces it in place, in one iptables-restore transaction.
+ * table, chain or marker id replaces the resource. Any other change (its matches, target or
+ * order) rewrites the rule in place, in one iptables-restore transaction.
  */
 import * as pulumi from "@pulumi/pulumi";
 import type { Backend, Family, TableName } from "../netfilter/types";

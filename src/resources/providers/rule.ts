@@ -64,8 +64,8 @@ export function ruleProvider(kind: RuleKind): RuleProvider {
         olds.placement === "out-of-order" ||
         JSON.stringify(olds.connection) !== JSON.stringify(news.connection) ||
         ruleChanged(olds, news);
-      // The replacement keeps the marker id when only the chain changed; the old rule must go
-      // first, because deleting it afterwards by marker would delete the new one.
+      // A replacement in the same table keeps the marker id. The old rule must go first, because
+      // deleting it afterwards by marker would delete the new one.
       const sameSlot =
         olds.markerId === news.markerId &&
         olds.family === news.family &&
@@ -215,7 +215,7 @@ interface FoundRule {
 }
 
 /**
- * Finds the rule carrying `markerId` and tells whether it sits in order among the managed
+ * Finds the rule carrying `markerId` and reports whether it sits in order among the managed
  * rules of its chain. With several copies, the first one counts.
  */
 function findManaged(table: SaveTable, markerId: string): FoundRule | undefined {
@@ -236,7 +236,7 @@ function findManaged(table: SaveTable, markerId: string): FoundRule | undefined 
   return { rule, marker, placement: inOrder ? "in-order" : "out-of-order" };
 }
 
-/** Compares the rule read back earlier with the predicted one, as iptables sees them. */
+/** Compares the rule read back earlier with the predicted one, as kernel rules (sameRule). */
 function ruleChanged(olds: Props, news: Props): boolean {
   if (news.rule === UNKNOWN || typeof news.rule !== "string" || typeof olds.rule !== "string")
     return true;
@@ -253,7 +253,7 @@ function ruleChanged(olds: Props, news: Props): boolean {
   }
 }
 
-/** A stable, readable id: host, family, table and marker id. */
+/** Builds a stable, readable id: host, family, table and marker id. */
 function resourceId(inputs: Props): string {
   return `${connectionAddress(inputs.connection)}/${String(inputs.family)}/${String(inputs.table)}/${String(inputs.markerId)}`;
 }
