@@ -2,9 +2,9 @@
  * Rate limiting of new connections on every host of a fleet listed in stack config.
  *
  * For each host, a `remote.Command` of `@pulumi/command` first makes sure iptables and the
- * conntrack tools are installed, then a `RateLimit` sends new connections (optionally only to
- * some TCP ports) through a per-source-address hashlimit: within the rate they pass, above it a
- * sampled LOG line is written and the connection is rejected. Rules of Docker, fail2ban and
+ * conntrack tools are installed. Then a `RateLimit` sends new connections (optionally only to
+ * some TCP ports) through a per-source-address hashlimit. Within the rate they pass; above it,
+ * a sampled LOG line is written and the connection is rejected. Rules of Docker, fail2ban and
  * anything else on the hosts are left alone.
  *
  * Stack config (see Pulumi.example.yaml):
@@ -15,8 +15,8 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { remote } from "@pulumi/command";
-// In a project of your own, import from "pulumi-iptables" (package.json already depends on
-// it); this copy imports the sources so the repository type-checks it without an install.
+// In a project of your own, import from "pulumi-iptables", which package.json already lists.
+// This copy imports the sources, so the repository type-checks it without an install.
 import { RateLimit } from "../../src/index";
 
 /** One host of the fleet, as the `fleet` config list gives it. */

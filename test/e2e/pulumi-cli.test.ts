@@ -1,7 +1,7 @@
 /**
  * The RateLimit recipe through the real Pulumi CLI (`up`, `preview --diff`, `refresh`,
  * `destroy`) with the local file backend, against one lab host. It runs only where a `pulumi`
- * binary is on PATH and skips with that reason otherwise; the engine harness covers the same
+ * binary is on PATH and otherwise skips with that reason. The engine harness covers the same
  * ground without the CLI.
  */
 import { spawnSync } from "node:child_process";

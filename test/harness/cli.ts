@@ -1,7 +1,7 @@
 /**
  * Runs a Pulumi program through the engine harness from the command line, for machines without
- * the Pulumi CLI: the same provider server and engine rules as the tests, with the stack's state
- * kept between runs in a file whose secrets are encrypted.
+ * the Pulumi CLI. It uses the same provider server and engine rules as the tests, and keeps the
+ * stack's state between runs in a file whose secrets are encrypted.
  *
  *   npx tsx test/harness/cli.ts up        # or preview, refresh, destroy
  *   npx tsx test/harness/cli.ts preview --config rate=100/sec

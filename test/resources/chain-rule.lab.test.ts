@@ -29,7 +29,7 @@ async function save(host: LabHost, command = "iptables-save"): Promise<string> {
   return result.stdout;
 }
 
-/** A fresh ed25519 public key in authorized_keys format, which no lab host presents. */
+/** Generates an ed25519 public key in authorized_keys format, which no lab host presents. */
 function randomHostKey(): string {
   const { publicKey } = generateKeyPairSync("ed25519");
   const raw = publicKey.export({ format: "der", type: "spki" }).subarray(-32);

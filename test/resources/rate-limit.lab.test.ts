@@ -1,8 +1,8 @@
 /**
- * The RateLimit recipe end to end: programs run through the engine harness (the real dynamic
+ * The RateLimit recipe end to end. Programs run through the engine harness (the real dynamic
  * provider server, driven over gRPC as `pulumi up` drives it) against four lab hosts, two per
- * iptables backend, each with Docker- and fail2ban-style rules of its own that must survive
- * byte for byte. The tests run in order and each starts from the state the previous one left.
+ * iptables backend. Each host has Docker- and fail2ban-style rules of its own that must survive
+ * byte for byte. The tests run in order, and each starts from the state the previous one left.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseSave } from "../../src/netfilter/parse";
@@ -105,7 +105,7 @@ interface RecipeOptions {
   readonly htableExpireMs?: number;
 }
 
-/** The program under test: the RateLimit recipe on every lab host. */
+/** Builds the program under test: the RateLimit recipe on every lab host. */
 function recipe(options: RecipeOptions = {}): Program {
   return (pkg: Package) => {
     lab.hosts.forEach((host, index) => {
@@ -300,7 +300,7 @@ describe("invalid inputs", () => {
     const host = lab.hosts[0];
     const connectionsBefore = await newSshConnections(host);
     const before = await dumpAll();
-    // A provider process of its own holds no pooled connection, so any contact would be a new one.
+    // A provider process of its own has no pooled connection, so any contact would be a new one.
     const fresh = await Deployment.start({ project: PROJECT, stack: "invalid" });
     try {
       const error = await fresh.up(invalidProgram(host)).catch((e: unknown) => e);
@@ -378,8 +378,8 @@ function expectRecipe(before: string, after: string, managed: Record<string, str
       const rules = table.rules.filter((r) => r.chain === chain).map((r) => r.text);
       const oldRules = old?.rules.filter((r) => r.chain === chain).map((r) => r.text) ?? [];
       const ours = managed[chain] ?? [];
-      // Managed rules of INPUT sit above every foreign rule (the planner puts the first managed
-      // rule of a chain at position 1); the owned chain holds only managed rules.
+      // Managed rules of INPUT sit above every foreign rule, because the planner puts the first
+      // managed rule of a chain at position 1. The owned chain contains only managed rules.
       expect(rules).toEqual([...ours, ...oldRules]);
     }
     const headers = table.chains.map((c) => c.name).sort();
@@ -398,7 +398,7 @@ function acceptRuleNames(): string[] {
     .sort();
 }
 
-/** The lines `after` has that `before` lacks, and the other way round. */
+/** Returns the lines `after` has that `before` lacks, and the other way round. */
 function lineDiff(before: string, after: string): { removed: string[]; added: string[] } {
   const old = before.split("\n");
   const now = after.split("\n");
@@ -438,7 +438,7 @@ async function newSshConnections(host: LabHost): Promise<number> {
   return Number(match[1]);
 }
 
-/** The host's dump for a family, without comments and with chain counters zeroed. */
+/** Returns the host's dump for a family, without comments and with chain counters zeroed. */
 async function dump(host: LabHost, family: Family): Promise<string> {
   const text = await mustExec(host, [family === "ipv4" ? "iptables-save" : "ip6tables-save"]);
   return text
