@@ -49,7 +49,7 @@ import type {
 } from "./model";
 import { formatProtocol, parseProtocol } from "./protocols";
 import { LogTarget, RejectTarget, UNSUPPORTED_TARGETS, VerdictTarget } from "./targets";
-import { tokenize } from "./tokenize";
+import { splitArgs } from "./tokenize";
 import type { RuleContext } from "./types";
 
 type MatchFactory = (env: RuleEnv) => MatchInstance;
@@ -173,6 +173,10 @@ type LongOption =
       readonly name: string;
     };
 
+const GENERIC_BY_NAME: ReadonlyMap<string, LongOption> = new Map(
+  LONG_GENERIC.map(([name, option]) => [name, { kind: "generic", option, name }]),
+);
+
 /** Options and values of one rule, in the order they were given. */
 interface ParsedRule {
   chain: string;
@@ -221,17 +225,21 @@ class RuleReader {
     };
   }
 
+  /** Index of the next token to read. */
+  private index = 2;
+  /** The value attached to the current option with "=", if any. */
+  private attached: string | undefined;
+
   read(): ParsedRule {
     let invert = false;
-    let index = 2;
-    while (index < this.tokens.length) {
-      const token = this.tokens[index++];
+    while (this.index < this.tokens.length) {
+      const token = this.tokens[this.index++];
       if (token === "!") {
         if (invert) throw ruleError("RULE_SYNTAX", "!", 'two "!" in a row; negate an option once');
         invert = true;
         continue;
       }
-      if (!token.startsWith("-") || token === "-" || token === "--") {
+      if (token.charCodeAt(0) !== 45 /* "-" */ || token === "-" || token === "--") {
         throw ruleError(
           "RULE_SYNTAX",
           token,
@@ -240,12 +248,12 @@ class RuleReader {
       }
 
       let name = token;
-      let attached: string | undefined;
-      if (token.startsWith("--")) {
+      this.attached = undefined;
+      if (token.charCodeAt(1) === 45) {
         const equals = token.indexOf("=");
         if (equals > 0) {
           name = token.slice(0, equals);
-          attached = token.slice(equals + 1);
+          this.attached = token.slice(equals + 1);
         }
       } else if (token.length > 2 && SHORT_WITH_VALUE.has(token.slice(0, 2))) {
         // iptables-restore, which applies the rules, rejects "-ptcp" although the iptables
@@ -253,62 +261,34 @@ class RuleReader {
         throw ruleError(
           "RULE_SYNTAX",
           token.slice(0, 2),
-          `write ${quoteForMessage(token, 40)} as "${token.slice(0, 2)} ${token.slice(2)}"; iptables-restore ` +
-            "needs a space between a short option and its value",
+          `write ${quoteForMessage(token, 40)} as "${token.slice(0, 2)} ${token.slice(2)}"; ` +
+            "iptables-restore needs a space between a short option and its value",
         );
       }
 
-      const takeValue = (): string => {
-        if (attached !== undefined) return attached;
-        const value = this.tokens[index++];
-        if (value === undefined) throw ruleError("RULE_SYNTAX", name, `${name} needs a value`);
-        if (value === "!") {
-          throw ruleError(
-            "RULE_SYNTAX",
-            name,
-            `"${name} ! VALUE" is not accepted; write "! ${name} VALUE"`,
-          );
-        }
-        return value;
-      };
-
-      const nextValue = (): string => {
-        const value = this.tokens[index++];
-        if (value === undefined) throw ruleError("RULE_SYNTAX", name, `${name} needs a value`);
-        if (value === "!") {
-          throw ruleError(
-            "RULE_SYNTAX",
-            name,
-            `"${name} ! VALUE" is not accepted; write "! ${name} VALUE"`,
-          );
-        }
-        return value;
-      };
-
-      if (!name.startsWith("--")) {
+      if (name.charCodeAt(1) !== 45) {
         const generic = SHORT_GENERIC[name];
         if (generic === undefined) {
           throw ruleError(
             "RULE_UNKNOWN_OPTION",
             name,
-            `unknown option ${quoteForMessage(name, 40)}; a rule accepts -s, -d, -i, -o, -p, -f, -m, -j and -g ` +
-              "and the long options of its matches and target",
+            `unknown option ${quoteForMessage(name, 40)}; a rule accepts -s, -d, -i, -o, -p, -f, ` +
+              "-m, -j and -g and the long options of its matches and target",
           );
         }
-        this.generic(generic, name, invert, takeValue);
+        this.generic(generic, name, invert);
       } else {
         const resolved = this.resolveLong(name.slice(2));
-        if (resolved.kind === "generic") {
-          if (resolved.option === undefined) {
-            throw ruleError(
-              "RULE_UNSUPPORTED",
-              name,
-              `${name} (--${resolved.name}) is an iptables command or flag, not part of a rule`,
-            );
-          }
-          this.generic(resolved.option, name, invert, takeValue);
+        if (resolved.kind === "module") {
+          this.moduleOption(resolved, name, invert);
+        } else if (resolved.option === undefined) {
+          throw ruleError(
+            "RULE_UNSUPPORTED",
+            name,
+            `${name} (--${resolved.name}) is an iptables command or flag, not part of a rule`,
+          );
         } else {
-          this.moduleOption(resolved, name, invert, attached, nextValue);
+          this.generic(resolved.option, name, invert);
         }
       }
       invert = false;
@@ -317,25 +297,40 @@ class RuleReader {
     return this.rule;
   }
 
-  private generic(option: string, spelled: string, invert: boolean, takeValue: () => string): void {
+  /** Returns the value of the current option: the attached one, else the next token. */
+  private takeValue(spelled: string): string {
+    if (this.attached !== undefined) {
+      const value = this.attached;
+      this.attached = undefined;
+      return value;
+    }
+    const value = this.tokens[this.index++];
+    if (value === undefined) throw ruleError("RULE_SYNTAX", spelled, `${spelled} needs a value`);
+    if (value === "!") {
+      throw ruleError(
+        "RULE_SYNTAX",
+        spelled,
+        `"${spelled} ! VALUE" is not accepted; write "! ${spelled} VALUE"`,
+      );
+    }
+    return value;
+  }
+
+  private generic(option: string, spelled: string, invert: boolean): void {
     const repeatable = option === "match";
     if (!repeatable && this.seenGeneric.has(option)) {
-      const code = option === "jump" || option === "goto" ? "RULE_SYNTAX" : "RULE_SYNTAX";
       throw ruleError(
-        code,
+        "RULE_SYNTAX",
         spelled,
         `${spelled} is given twice; iptables accepts it once per rule`,
       );
     }
     this.seenGeneric.add(option);
-    const noInvert = (): void => {
-      if (invert) throw ruleError("RULE_SYNTAX", spelled, `"!" cannot negate ${spelled}`);
-    };
 
     switch (option) {
       case "source":
       case "destination": {
-        const values = takeValue().split(",");
+        const values = this.takeValue(spelled).split(",");
         if (invert && values.length > 1) {
           throw ruleError(
             "RULE_SYNTAX",
@@ -354,7 +349,7 @@ class RuleReader {
       }
       case "in-interface":
       case "out-interface": {
-        const name = takeValue();
+        const name = this.takeValue(spelled);
         validateInterface(spelled, name);
         const forbidden =
           option === "in-interface" ? ["OUTPUT", "POSTROUTING"] : ["INPUT", "PREROUTING"];
@@ -371,7 +366,7 @@ class RuleReader {
         break;
       }
       case "protocol": {
-        const value = takeValue();
+        const value = this.takeValue(spelled);
         const number = parseProtocol("protocol", value.toLowerCase());
         if (number === 0 && invert) {
           throw ruleError(
@@ -394,8 +389,8 @@ class RuleReader {
         this.rule.fragment = { invert };
         break;
       case "match": {
-        noInvert();
-        const name = takeValue();
+        if (invert) throw ruleError("RULE_SYNTAX", spelled, `"!" cannot negate ${spelled}`);
+        const name = this.takeValue(spelled);
         const canonicalName = MATCH_ALIASES[name] ?? name;
         const factory = Object.prototype.hasOwnProperty.call(MATCHES, canonicalName)
           ? MATCHES[canonicalName]
@@ -414,11 +409,11 @@ class RuleReader {
       }
       case "jump":
       case "goto": {
-        noInvert();
+        if (invert) throw ruleError("RULE_SYNTAX", spelled, `"!" cannot negate ${spelled}`);
         if (this.rule.target !== undefined) {
           throw ruleError("RULE_SYNTAX", spelled, "a rule takes one -j or -g");
         }
-        const name = takeValue();
+        const name = this.takeValue(spelled);
         this.rule.target = createTarget(name, option === "goto", this.env);
         this.rule.goto = option === "goto";
         this.owners.push(this.rule.target);
@@ -431,21 +426,17 @@ class RuleReader {
     resolved: Extract<LongOption, { kind: "module" }>,
     spelled: string,
     invert: boolean,
-    attached: string | undefined,
-    next: () => string,
   ): void {
     const { owner, spec } = resolved;
     const option = `--${resolved.name}`;
     if (invert && !spec.invertible) {
       throw ruleError("RULE_SYNTAX", option, `"!" cannot negate ${spelled}`);
     }
-    if (spec.args === 0 && attached !== undefined) {
+    if (spec.args === 0 && this.attached !== undefined) {
       throw ruleError("RULE_SYNTAX", option, `${spelled} takes no value`);
     }
     const args: string[] = [];
-    for (let i = 0; i < spec.args; i++) {
-      args.push(i === 0 && attached !== undefined ? attached : next());
-    }
+    for (let i = 0; i < spec.args; i++) args.push(this.takeValue(spelled));
     owner.option(spec, args, invert);
   }
 
@@ -480,28 +471,37 @@ class RuleReader {
   }
 
   private lookupLong(name: string): LongOption | "ambiguous" | undefined {
-    const entries: LongOption[] = LONG_GENERIC.map(([longName, option]) => ({
-      kind: "generic" as const,
-      option,
-      name: longName,
-    }));
+    // An exact name wins, in getopt_long's table order: generic options, then the newest module.
+    const generic = GENERIC_BY_NAME.get(name);
+    if (generic !== undefined) return generic;
+    for (let i = this.owners.length - 1; i >= 0; i--) {
+      const spec = this.owners[i].options.get(name);
+      if (spec !== undefined) return { kind: "module", owner: this.owners[i], spec, name };
+    }
+
+    // Otherwise a unique prefix; aliases of one option (--sport, --source-port) count once.
+    let found: LongOption | undefined;
+    let foundKey: unknown;
+    const consider = (entry: LongOption, key: unknown): boolean => {
+      if (!entry.name.startsWith(name)) return true;
+      if (found !== undefined && foundKey !== key) return false;
+      found = entry;
+      foundKey = key;
+      return true;
+    };
+    for (const entry of GENERIC_BY_NAME.values()) {
+      // --source and --src are one option to getopt_long (the same value), as are --dst and
+      // --destination.
+      const key = entry.kind === "generic" && entry.option !== undefined ? entry.option : entry;
+      if (!consider(entry, key)) return "ambiguous";
+    }
     for (let i = this.owners.length - 1; i >= 0; i--) {
       const owner = this.owners[i];
       for (const [optionName, spec] of owner.options) {
-        entries.push({ kind: "module", owner, spec, name: optionName });
+        if (!consider({ kind: "module", owner, spec, name: optionName }, spec)) return "ambiguous";
       }
     }
-
-    const exact = entries.find((entry) => entry.name === name);
-    if (exact !== undefined) return exact;
-
-    // Aliases of one option (such as --sport and --source-port) count as one candidate.
-    const candidates = entries.filter((entry) => entry.name.startsWith(name));
-    const distinct = new Set(
-      candidates.map((entry) => (entry.kind === "generic" ? `generic:${entry.name}` : entry.spec)),
-    );
-    if (distinct.size > 1) return "ambiguous";
-    return candidates[0];
+    return found;
   }
 
   /**
@@ -650,7 +650,7 @@ function resolveContext(context: RuleContext | undefined): Required<RuleContext>
 
 function tokenizeSpec(spec: string): string[] {
   try {
-    return tokenize(spec).map((token) => token.value);
+    return splitArgs(spec);
   } catch (error) {
     throw new IptablesError(
       "RULE_SYNTAX",

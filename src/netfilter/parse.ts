@@ -123,13 +123,19 @@ class DumpParser {
   line(text: string, lineNumber: number): void {
     if (text === "") return;
 
+    const first = text.charCodeAt(0);
+    // Rule lines come first: they are almost every line of a large dump.
+    if ((first === 45 /* "-" */ || first === 91) /* "[" */ && this.open !== undefined) {
+      this.open.rules.push(this.rule(this.open, text, lineNumber));
+      return;
+    }
+
     const noteKind = classifyNote(text);
     if (noteKind !== undefined) {
       this.notes.push({ line: lineNumber, text, kind: noteKind });
       return;
     }
 
-    const first = text.charCodeAt(0);
     if (first === 42 /* "*" */) {
       this.tableHeader(text, lineNumber);
       return;
@@ -302,13 +308,14 @@ class DumpParser {
       );
     }
 
-    return {
+    const rule: SaveRule = {
       chain,
       text: ruleText,
       args: tokens.slice(2),
       ...(counters === undefined ? {} : { counters }),
       line: lineNumber,
     };
+    return rule;
   }
 }
 

@@ -57,10 +57,12 @@ const REJECT_IPV6: ReadonlyArray<readonly [string, readonly string[]]> = [
 const REJECT_CHAINS = new Set(["INPUT", "FORWARD", "OUTPUT"]);
 const BUILTIN_CHAIN_NAMES = new Set(["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]);
 
+const REJECT_OPTIONS = optionTable([[["reject-with"], 1, false]]);
+
 /** The REJECT target. */
 export class RejectTarget implements TargetInstance {
   readonly name = "REJECT";
-  readonly options = optionTable([[["reject-with"], 1, false]]);
+  readonly options = REJECT_OPTIONS;
   private type: string;
 
   constructor(private readonly env: RuleEnv) {
@@ -119,14 +121,16 @@ const LOG_FLAGS = [
   "log-macdecode",
 ] as const;
 
+const LOG_OPTIONS = optionTable([
+  [["log-level"], 1, false],
+  [["log-prefix"], 1, false],
+  ...LOG_FLAGS.map((flag) => [[flag], 0, false] as const),
+]);
+
 /** The LOG target. */
 export class LogTarget implements TargetInstance {
   readonly name = "LOG";
-  readonly options = optionTable([
-    [["log-level"], 1, false],
-    [["log-prefix"], 1, false],
-    ...LOG_FLAGS.map((flag) => [[flag], 0, false] as const),
-  ]);
+  readonly options = LOG_OPTIONS;
   private level = LOG_DEFAULT_LEVEL;
   private prefix = "";
   private readonly flags = new Set<string>();

@@ -96,6 +96,11 @@ export function tokenize(line: string): Token[] {
 
 /** Splits one line of rule text into token values. See `tokenize`. */
 export function splitArgs(line: string): string[] {
+  // Most lines of a dump have no quotes and single spaces, which a plain split handles.
+  if (line.indexOf('"') < 0 && line.indexOf("\t") < 0 && line.indexOf("  ") < 0) {
+    const trimmed = line.charCodeAt(0) === 32 || line.endsWith(" ") ? line.trim() : line;
+    return trimmed === "" ? [] : trimmed.split(" ");
+  }
   return tokenize(line).map((token) => token.value);
 }
 

@@ -114,7 +114,7 @@ describe("fixture table against the kernel", () => {
 describe("generated rules against the kernel", () => {
   for (const family of ["ipv4", "ipv6"] as const) {
     for (const backend of ["nft", "legacy"] as const) {
-      it(`agree with ${iptablesBinary(backend, family)}`, async () => {
+      it(`agree with ${iptablesBinary(backend, family)}`, { timeout: 900_000 }, async () => {
         let counter = 0;
         const uniq = (): string => `gen${(counter++).toString(36)}`;
         const specs = fc.sample(ruleSpecArb(family, uniq), {

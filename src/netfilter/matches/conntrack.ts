@@ -68,10 +68,12 @@ function formatList(
   return parts.length === 0 ? empty : parts.join(",");
 }
 
+const STATE_OPTIONS = optionTable([[["state"], 1, true]]);
+
 /** The state match: `--state` only. */
 export class StateMatch implements MatchInstance {
   readonly name = "state";
-  readonly options = optionTable([[["state"], 1, true]]);
+  readonly options = STATE_OPTIONS;
   private mask = -1;
   private invert = false;
 

@@ -100,6 +100,9 @@ export function icmpTypeNames(family: Family): readonly string[] {
   return (family === "ipv4" ? ICMP_NAMES : ICMP6_NAMES).map(([name]) => name);
 }
 
+const ICMP_OPTIONS = optionTable([[["icmp-type"], 1, true]]);
+const ICMP6_OPTIONS = optionTable([[["icmpv6-type"], 1, true]]);
+
 /** The icmp or icmp6 match. */
 export class IcmpMatch implements MatchInstance {
   readonly name: "icmp" | "icmp6";
@@ -111,7 +114,7 @@ export class IcmpMatch implements MatchInstance {
 
   constructor(private readonly family: Family) {
     this.name = family === "ipv4" ? "icmp" : "icmp6";
-    this.options = optionTable([[[family === "ipv4" ? "icmp-type" : "icmpv6-type"], 1, true]]);
+    this.options = family === "ipv4" ? ICMP_OPTIONS : ICMP6_OPTIONS;
   }
 
   option(spec: OptionSpec, args: readonly string[], invert: boolean): void {

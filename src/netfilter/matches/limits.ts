@@ -36,22 +36,24 @@ import {
   ratePeriod,
 } from "../rates";
 
-/** iptables' default `--limit` when none is given. */
-const LIMIT_DEFAULT_RATE = "3/hour";
+/** iptables' default `--limit` when none is given, 3/hour, as a period. */
+const LIMIT_DEFAULT_PERIOD = ratePeriod(
+  "--limit",
+  "3/hour",
+  parsePacketRate("--limit", "3/hour"),
+  LIMIT_SCALE,
+);
+
+const LIMIT_OPTIONS = optionTable([
+  [["limit"], 1, false],
+  [["limit-burst"], 1, false],
+]);
 
 /** The limit match. */
 export class LimitMatch implements MatchInstance {
   readonly name = "limit";
-  readonly options = optionTable([
-    [["limit"], 1, false],
-    [["limit-burst"], 1, false],
-  ]);
-  private period = ratePeriod(
-    "limit",
-    LIMIT_DEFAULT_RATE,
-    parsePacketRate("limit", LIMIT_DEFAULT_RATE),
-    LIMIT_SCALE,
-  );
+  readonly options = LIMIT_OPTIONS;
+  private period = LIMIT_DEFAULT_PERIOD;
   private burst = LIMIT_DEFAULT_BURST;
   private readonly seen = new Set<string>();
 

@@ -32,10 +32,12 @@ function missing(match: string, what: string): IptablesError {
   });
 }
 
+const COMMENT_OPTIONS = optionTable([[["comment"], 1, false]]);
+
 /** The comment match. */
 export class CommentMatch implements MatchInstance {
   readonly name = "comment";
-  readonly options = optionTable([[["comment"], 1, false]]);
+  readonly options = COMMENT_OPTIONS;
   private text: string | undefined;
 
   option(spec: OptionSpec, args: readonly string[]): void {
@@ -57,16 +59,18 @@ export class CommentMatch implements MatchInstance {
   }
 }
 
+const CONNLIMIT_OPTIONS = optionTable([
+  [["connlimit-upto"], 1, true],
+  [["connlimit-above"], 1, true],
+  [["connlimit-mask"], 1, false],
+  [["connlimit-saddr"], 0, false],
+  [["connlimit-daddr"], 0, false],
+]);
+
 /** The connlimit match. */
 export class ConnlimitMatch implements MatchInstance {
   readonly name = "connlimit";
-  readonly options = optionTable([
-    [["connlimit-upto"], 1, true],
-    [["connlimit-above"], 1, true],
-    [["connlimit-mask"], 1, false],
-    [["connlimit-saddr"], 0, false],
-    [["connlimit-daddr"], 0, false],
-  ]);
+  readonly options = CONNLIMIT_OPTIONS;
   private limit: number | undefined;
   private above = false;
   private mask: number;
@@ -131,23 +135,25 @@ const RECENT_COMMANDS = ["set", "rcheck", "update", "remove"] as const;
 /** xt_recent names are at most 199 characters (XT_RECENT_NAME_LEN is 200 with the NUL). */
 const RECENT_NAME_MAX = 199;
 
+const RECENT_OPTIONS = optionTable([
+  [["set"], 0, true],
+  [["rcheck"], 0, true],
+  [["update"], 0, true],
+  [["remove"], 0, true],
+  [["seconds"], 1, false],
+  [["reap"], 0, false],
+  [["hitcount"], 1, false],
+  [["rttl"], 0, false],
+  [["name"], 1, false],
+  [["mask"], 1, false],
+  [["rsource"], 0, false],
+  [["rdest"], 0, false],
+]);
+
 /** The recent match (revision 1, with --mask). */
 export class RecentMatch implements MatchInstance {
   readonly name = "recent";
-  readonly options = optionTable([
-    [["set"], 0, true],
-    [["rcheck"], 0, true],
-    [["update"], 0, true],
-    [["remove"], 0, true],
-    [["seconds"], 1, false],
-    [["reap"], 0, false],
-    [["hitcount"], 1, false],
-    [["rttl"], 0, false],
-    [["name"], 1, false],
-    [["mask"], 1, false],
-    [["rsource"], 0, false],
-    [["rdest"], 0, false],
-  ]);
+  readonly options = RECENT_OPTIONS;
   private command: (typeof RECENT_COMMANDS)[number] | undefined;
   private invert = false;
   private seconds = 0;
@@ -268,13 +274,15 @@ export class RecentMatch implements MatchInstance {
   }
 }
 
+const IPRANGE_OPTIONS = optionTable([
+  [["src-range"], 1, true],
+  [["dst-range"], 1, true],
+]);
+
 /** The iprange match (revision 1). */
 export class IprangeMatch implements MatchInstance {
   readonly name = "iprange";
-  readonly options = optionTable([
-    [["src-range"], 1, true],
-    [["dst-range"], 1, true],
-  ]);
+  readonly options = IPRANGE_OPTIONS;
   private readonly ranges = new Map<string, string>();
 
   constructor(private readonly env: RuleEnv) {}
@@ -302,10 +310,12 @@ export class IprangeMatch implements MatchInstance {
   }
 }
 
+const MARK_OPTIONS = optionTable([[["mark"], 1, true]]);
+
 /** The mark match (revision 1). */
 export class MarkMatch implements MatchInstance {
   readonly name = "mark";
-  readonly options = optionTable([[["mark"], 1, true]]);
+  readonly options = MARK_OPTIONS;
   private text: string | undefined;
 
   option(spec: OptionSpec, args: readonly string[], invert: boolean): void {
@@ -356,15 +366,17 @@ const IPV6_UNSUPPORTED_TYPES = new Set([
   "XRESOLVE",
 ]);
 
+const ADDRTYPE_OPTIONS = optionTable([
+  [["src-type"], 1, true],
+  [["dst-type"], 1, true],
+  [["limit-iface-in"], 0, false],
+  [["limit-iface-out"], 0, false],
+]);
+
 /** The addrtype match (revision 1). */
 export class AddrtypeMatch implements MatchInstance {
   readonly name = "addrtype";
-  readonly options = optionTable([
-    [["src-type"], 1, true],
-    [["dst-type"], 1, true],
-    [["limit-iface-in"], 0, false],
-    [["limit-iface-out"], 0, false],
-  ]);
+  readonly options = ADDRTYPE_OPTIONS;
   private readonly types = new Map<string, { mask: number; invert: boolean }>();
   private limitIface: "in" | "out" | undefined;
 
@@ -439,10 +451,12 @@ export class AddrtypeMatch implements MatchInstance {
 const MAC_CHAINS = new Set(["PREROUTING", "INPUT", "FORWARD"]);
 const BUILTIN_CHAIN_NAMES = new Set(["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]);
 
+const MAC_OPTIONS = optionTable([[["mac-source"], 1, true]]);
+
 /** The mac match. */
 export class MacMatch implements MatchInstance {
   readonly name = "mac";
-  readonly options = optionTable([[["mac-source"], 1, true]]);
+  readonly options = MAC_OPTIONS;
   private text: string | undefined;
 
   constructor(private readonly env: RuleEnv) {}
