@@ -249,6 +249,20 @@ function crossFieldFailures(kind: RuleKind, fields: Record<string, unknown>): Ch
       );
     }
   }
+  if (
+    known("htableSize") &&
+    known("htableMax") &&
+    (fields.htableMax as number) < (fields.htableSize as number)
+  ) {
+    // xt_hashlimit raises such a max to the size without a word (htable_create).
+    failures.push(
+      invalid(
+        "htableMax",
+        fields.htableMax,
+        `use at least htableSize (${fields.htableSize}), or lower htableSize`,
+      ),
+    );
+  }
   if (kind === "HashlimitRule" && !containsUnknown(fields.upto) && !containsUnknown(fields.above)) {
     if ((fields.upto === undefined) === (fields.above === undefined)) {
       failures.push(

@@ -115,6 +115,7 @@ describe("rule check failures", () => {
     ["both upto and above", "HashlimitRule", { above: "10/sec" }, "upto", /set exactly one of upto and above/],
     ["rate the kernel overflows", "HashlimitRule", { upto: "1/day", burst: 5 }, "burst", /overflow/],
     ["empty mode", "HashlimitRule", { mode: [] }, "mode", /use at least one of srcip/],
+    ["htable max below the size", "HashlimitRule", { htableSize: 4096, htableMax: 1024 }, "htableMax", /1024 is invalid: use at least htableSize \(4096\)/],
     ["LOG prefix of 40 characters", "Rule", { jump: "LOG", logPrefix: "x".repeat(40) }, "logPrefix", /at most 29 characters, this one has 40/],
     ["LOG prefix without LOG", "Rule", { jump: "DROP", logPrefix: "x" }, "logPrefix", /needs jump: "LOG"/],
     ["comment of 256 characters", "Rule", { jump: "ACCEPT", comment: "c".repeat(256) }, "comment", /at most 255 characters/],
