@@ -15,6 +15,13 @@ import { ansibleTool } from "./compare/ansible";
 import { measureCell, type CellResult, type RunPlan } from "./compare/cells";
 import { floorTool } from "./compare/floor";
 import { installPackages } from "./compare/install";
+import { libraryTool, type LibraryTool } from "./compare/library";
+import {
+  measureLibraryDetails,
+  printLibraryDetails,
+  refreshTarget,
+  type LibraryDetails,
+} from "./compare/library-details";
 import { puppetTool } from "./compare/puppet";
 import { variant, type VariantName } from "./compare/recipe";
 import { cellTargets, printCells, printTargets } from "./compare/report";
@@ -106,9 +113,13 @@ async function main(): Promise<void> {
   try {
     log(`lab ${lab.name}: ${lab.hosts.length} hosts up`);
     tools.push(...buildTools(options.tools, lab));
-    const cells = await runCells(lab, tools, options, log);
+    const { cells, details } = await runCells(lab, tools, options, log);
     printCells(cells);
-    printTargets(cellTargets(cells, options.hosts));
+    if (details !== undefined) printLibraryDetails(details);
+    const floorRead = cells.find(
+      (c) => c.tool === "floor" && c.variant === "recipe" && c.hosts === options.hosts,
+    )?.second.times.median;
+    printTargets([...cellTargets(cells, options.hosts), refreshTarget(details, floorRead)]);
   } finally {
     await stop();
     console.log(
@@ -123,6 +134,7 @@ function buildTools(names: readonly ToolName[], lab: Lab): Tool[] {
   const tools: Tool[] = [];
   for (const name of names) {
     if (name === "floor") tools.push(floorTool());
+    if (name === "library") tools.push(libraryTool());
     if (name === "ansible") tools.push(ansibleTool(lab.hosts));
     if (name === "puppet") tools.push(puppetTool());
   }
@@ -134,8 +146,9 @@ async function runCells(
   tools: readonly Tool[],
   options: Options,
   log: (line: string) => void,
-): Promise<CellResult[]> {
+): Promise<{ cells: CellResult[]; details?: LibraryDetails }> {
   const cells: CellResult[] = [];
+  let details: LibraryDetails | undefined;
   const scales: readonly (readonly LabHost[])[] = [lab.hosts.slice(0, 1), lab.hosts];
   for (const variantName of ["recipe", "large"] as const) {
     const target = variant(variantName);
@@ -153,10 +166,15 @@ async function runCells(
         const cell = await measureCell(lab, tool, hosts, target, plan);
         cells.push(cell);
         log(`  ${cell.runs} runs, first ${Math.round(cell.first.times.median)} ms`);
+
+        if (tool.key === "library" && variantName === "recipe" && hosts.length > 1) {
+          log(`${tool.name}: no-change up with refresh, and single operations ...`);
+          details = await measureLibraryDetails(lab, tool as LibraryTool, hosts, target, 3);
+        }
       }
     }
   }
-  return cells;
+  return { cells, details };
 }
 
 /**

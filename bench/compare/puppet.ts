@@ -57,10 +57,9 @@ export function puppetTool(): Tool {
       const results = await Promise.all(hosts.map((host) => applyOn(lab, host, dir, target)));
       const changed = results.filter((r) => r.code === CHANGES).length;
       const changes = results.reduce((sum, r) => sum + r.changes, 0);
-      return {
-        unchanged: changed === 0,
-        summary: `exit 2 on ${changed}/${hosts.length}, ${changes} changes`,
-      };
+      const exits =
+        changed === 0 ? `exit 0 on all ${hosts.length}` : `exit 2 on ${changed} of ${hosts.length}`;
+      return { unchanged: changed === 0, summary: `${exits}, ${changes} changes` };
     },
 
     async close() {
