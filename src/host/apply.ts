@@ -26,7 +26,7 @@ import { applyRejected } from "./restore-errors";
 import { confirmOrRollBack } from "./rollback";
 import { needsRollback, type RollbackMode } from "./rollback-scope";
 import { sameRuleFor } from "./same-rule";
-import { readSnapshot, runApply, type TableSnapshot } from "./tables";
+import { readSnapshot, runApply, type ApplyOutcome, type TableSnapshot } from "./tables";
 
 export interface ApplyOptions {
   /**
@@ -85,9 +85,9 @@ export async function applyTableChange(
   const lockKey = `${formatAddress(ctx.conn.host, ctx.conn.port)}/${key}`;
 
   return tableMutex.run(lockKey, async () => {
-    let snapshot = state.snapshots.get(key);
-    let fresh = snapshot === undefined;
-    if (snapshot === undefined) snapshot = await readSnapshot(ctx, binaries, family, table);
+    const kept = state.snapshots.get(key);
+    let fresh = kept === undefined;
+    let snapshot: TableSnapshot = kept ?? (await readSnapshot(ctx, binaries, family, table));
 
     for (let attempt = 1; attempt <= MAX_APPLY_ATTEMPTS; attempt++) {
       let plan: TablePlan;
@@ -108,7 +108,7 @@ export async function applyTableChange(
 
       const armed = needsRollback(rollback, snapshot.table, plan);
       const token = randomBytes(9).toString("hex");
-      const outcome = await runApply(ctx, {
+      const outcome: ApplyOutcome = await runApply(ctx, {
         binaries,
         family,
         table,
@@ -118,6 +118,9 @@ export async function applyTableChange(
         token,
         lockWaitSeconds: confirmTimeoutSeconds * 2 + 60,
         timeoutMs: (confirmTimeoutSeconds * 2 + 120) * 1000,
+      }).catch((error: unknown) => {
+        state.snapshots.delete(key);
+        throw armed ? withRollbackNote(error, confirmTimeoutSeconds) : error;
       });
 
       switch (outcome.status) {
@@ -191,6 +194,25 @@ async function finish(
   const readBack = after ?? (await readSnapshot(ctx, binaries, family, table));
   state.snapshots.set(key, readBack);
   return { before: before.table, after: readBack.table, plan, changed: true };
+}
+
+/**
+ * Adds to an error of an armed apply whose outcome is unknown (the connection broke) what the
+ * host does next by itself.
+ */
+function withRollbackNote(error: unknown, confirmTimeoutSeconds: number): unknown {
+  if (
+    !isIptablesError(error) ||
+    (error.code !== "SSH_CLOSED" && error.code !== "COMMAND_TIMEOUT")
+  ) {
+    return error;
+  }
+  return new IptablesError(
+    error.code,
+    `${error.message}. If the change was applied, nothing confirmed it, so the host restores the ` +
+      `previous table by itself ${confirmTimeoutSeconds} s after it was applied`,
+    { cause: error, details: error.details },
+  );
 }
 
 function validateConfirmTimeout(value: number | undefined): number {

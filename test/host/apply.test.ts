@@ -93,6 +93,13 @@ describe.each(["nft", "legacy"] as const)("applyTableChange on %s", (backend) =>
     expect(await save(labHost)).toBe(before);
   });
 
+  it("changes nothing for another spelling of a rule", async () => {
+    const result = await host.applyTableChange("ipv4", "filter", {
+      upsertRules: [rule("APPLY", "apply/first", 10, "-s 198.18.200.1")],
+    });
+    expect(result.changed).toBe(false);
+  });
+
   it("costs one command for a change after a change", async () => {
     const started = events.length;
     const next = rule("APPLY", "apply/next", 15, "-s 198.18.200.10/32");

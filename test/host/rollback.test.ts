@@ -256,6 +256,7 @@ describe.each(["nft", "legacy"] as const)("dead-man switch on %s", (backend) => 
 
     const error = await applying;
     expect(hasErrorCode(error, "SSH_CLOSED")).toBe(true);
+    expect((error as Error).message).toContain("the host restores the previous table by itself");
     await holder;
 
     const seen = new Set<string>();
