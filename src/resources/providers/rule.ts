@@ -12,6 +12,7 @@ import { sameRule } from "../../netfilter/canonical";
 import type { DesiredRule } from "../../netfilter/plan";
 import type { Backend, Family, SaveRule, SaveTable, TableName } from "../../netfilter/types";
 import { connectionAddress } from "../connection";
+import { warnWhenTableFilling } from "../hashlimit-pressure";
 import { openHost } from "../host-access";
 import { checkRule, type RuleKind } from "../rule-check";
 import { UNKNOWN, containsUnknown } from "../unknown";
@@ -205,7 +206,9 @@ async function readEntries(host: HostHandle, inputs: Props): Promise<number | un
     allowFailure: true,
   });
   if (result.code !== 0) return 0;
-  return result.stdout.split("\n").filter((line) => line.trim() !== "").length;
+  const entries = result.stdout.split("\n").filter((line) => line.trim() !== "").length;
+  await warnWhenTableFilling(host, inputs, entries);
+  return entries;
 }
 
 interface FoundRule {
