@@ -31,7 +31,7 @@ export const hosts = inventory.hosts.map((host) => {
     family: "both",
     rate,
     burst,
-    ...{ persist: false },
+    persist: false,
   });
   return { name: host.name, address: host.ipv4, backend: host.backend, rules: limit.rules };
 });

@@ -93,7 +93,7 @@ export const hosts = fleet.map((entry) => {
       rate,
       burst,
       hook: entry.ports === undefined ? undefined : { protocol: "tcp", ports: entry.ports },
-      ...(entry.persist === false ? { persist: false } : {}),
+      persist: entry.persist ?? true,
     },
     { dependsOn: [install] },
   );

@@ -66,7 +66,7 @@ for (const index of [0, 1]) {
         hook: { chain: "DOCKER-USER", ports: [8080, 8443] },
         log: false,
         reject: "DROP",
-        ...{ persist: false },
+        persist: false,
       });
     };
 

@@ -115,7 +115,7 @@ function recipe(options: RecipeOptions = {}): Program {
         rate: options.rate,
         htableExpireMs: options.htableExpireMs,
         // Lab hosts run no init system, so nothing can restore rules at their boot.
-        ...{ persist: false },
+        persist: false,
       });
     });
   };
