@@ -4,10 +4,10 @@
  * The floor is the least any tool can do to change rules over SSH: open one SSH session (TCP
  * handshake, key exchange, authentication, TCP_NODELAY on) and run one
  * `iptables-restore --noflush -w` that appends one rule. Against it, this library's
- * `applyTableChange` adds one rule on a warm handle (pooled connection and facts already read,
- * as for every resource after the first on a host), without and with the dead-man switch,
- * whose confirmation opens a new SSH connection by design. The first apply of a process (new
- * connection, facts, read, apply) is printed too.
+ * `applyTableChange` adds one rule on a warm handle, without and with the dead-man switch.
+ * A warm handle has its pooled connection open and its facts read, as for every resource after
+ * the first on a host. The dead-man switch opens a new SSH connection by design. The first
+ * apply of a process (new connection, facts, read, apply) is printed too.
  *
  *   npx tsx bench/apply.ts [--runs 15] [--backend nft|legacy]
  *
@@ -48,7 +48,7 @@ function parseOptions(): Options {
   return { runs, backend: values.backend };
 }
 
-/** One fresh SSH session that runs `command` with `input` and closes: the floor. */
+/** Runs `command` with `input` in one fresh SSH session and closes it: the floor. */
 function floorApply(host: LabHost, command: string, input: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const socket = connectTcp({ host: host.ipv4, port: host.port });

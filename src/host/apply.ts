@@ -9,9 +9,9 @@
  * table instead, and the change is planned again from it. No update is lost, and the lock is
  * never held across a network round trip of this process.
  *
- * Round trips. The last snapshot of each table is kept per host, so a change to a table this
- * process has read or written before costs one command; a first change costs two (read, apply).
- * The dead-man switch adds one new connection and one command on it.
+ * Round trips. The last snapshot of each table is kept per host. A change to a table this
+ * process has read or written before therefore costs one command, and a first change costs two
+ * (read, apply). The dead-man switch adds one new connection and one command on it.
  */
 import { randomBytes } from "node:crypto";
 import { IptablesError, isIptablesError } from "../errors";
@@ -30,9 +30,9 @@ import { readSnapshot, runApply, type ApplyOutcome, type TableSnapshot } from ".
 
 export interface ApplyOptions {
   /**
-   * When to arm the dead-man switch. "auto" arms it when the plan touches a chain reachable
-   * from INPUT, OUTPUT, PREROUTING or POSTROUTING of the table (the chains an SSH session to
-   * the host passes); "always" for every non-empty plan; "never" not at all.
+   * The policy for the dead-man switch. "auto" arms it when the plan touches a chain reachable
+   * from INPUT, OUTPUT, PREROUTING or POSTROUTING of the table, which are the chains an SSH
+   * session to the host passes. "always" arms it for every non-empty plan, "never" not at all.
    * @default "auto"
    */
   readonly rollback?: RollbackMode;
@@ -85,9 +85,10 @@ export async function applyTableChange(
   const lockKey = `${formatAddress(ctx.conn.host, ctx.conn.port)}/${key}`;
 
   return tableMutex.run(lockKey, async () => {
-    const kept = state.snapshots.get(key);
-    let fresh = kept === undefined;
-    let snapshot: TableSnapshot = kept ?? (await readSnapshot(ctx, binaries, family, table));
+    const keptSnapshot = state.snapshots.get(key);
+    let fresh = keptSnapshot === undefined;
+    let snapshot: TableSnapshot =
+      keptSnapshot ?? (await readSnapshot(ctx, binaries, family, table));
 
     for (let attempt = 1; attempt <= MAX_APPLY_ATTEMPTS; attempt++) {
       let plan: TablePlan;

@@ -10,7 +10,7 @@ import { ChannelError, execOnClient, type CommandResult, type ExecOptions } from
 import type { PooledConnection } from "./pool";
 import { renderCommand, scriptArgv, withSudo } from "./shell";
 
-/** What every command of one host handle needs. */
+/** The connection, pool, event emitter and redactor that every command of one host handle uses. */
 export interface HostContext {
   readonly conn: ResolvedConnection;
   readonly pool: PooledConnection;
@@ -35,8 +35,8 @@ export const DEFAULT_COMMAND_TIMEOUT_MS = 60_000;
 let nextCommandId = 1;
 
 /**
- * Runs argv (prefixed with `sudo -n` when the connection asks for it). `display` is how events
- * and errors name the command; it defaults to the quoted argv.
+ * Runs argv, prefixed with `sudo -n` when the connection has `sudo` set. Events and errors name
+ * the command by `display`, which defaults to the quoted argv.
  */
 export async function runCommand(
   ctx: HostContext,

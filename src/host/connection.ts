@@ -84,6 +84,7 @@ export function resolveConnection(conn: HostConnection, field = "connection"): R
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw invalid(`${field}.port`, port, "use an integer from 1 to 65535");
   }
+
   const dialErrorLimit = conn.dialErrorLimit ?? DEFAULT_DIAL_ERROR_LIMIT;
   if (!Number.isInteger(dialErrorLimit) || dialErrorLimit < -1 || dialErrorLimit === 0) {
     throw invalid(`${field}.dialErrorLimit`, dialErrorLimit, "use a positive integer, or -1");
@@ -92,6 +93,7 @@ export function resolveConnection(conn: HostConnection, field = "connection"): R
   if (typeof perDialTimeout !== "number" || !(perDialTimeout > 0) || perDialTimeout > 3600) {
     throw invalid(`${field}.perDialTimeout`, perDialTimeout, "use seconds above 0, at most 3600");
   }
+
   // Like @pulumi/command, fall back to the agent of the environment, but only when no other
   // credential is given, so an unrelated agent is never offered beside an explicit key.
   const agentSocketPath =
@@ -109,6 +111,7 @@ export function resolveConnection(conn: HostConnection, field = "connection"): R
   if (conn.proxy !== undefined && "proxy" in conn.proxy && conn.proxy.proxy !== undefined) {
     throw invalid(`${field}.proxy.proxy`, "(a proxy)", "chain at most one jump host");
   }
+
   return {
     host,
     port,
@@ -125,7 +128,7 @@ export function resolveConnection(conn: HostConnection, field = "connection"): R
   };
 }
 
-/** The target as messages name it: `198.18.0.2:22 as "root"`, plus the jump host if any. */
+/** Describes the target as messages name it: `198.18.0.2:22 as "root"`, plus the jump host if any. */
 export function describeTarget(conn: ResolvedConnection): string {
   const target = `${formatAddress(conn.host, conn.port)} as ${JSON.stringify(conn.user)}`;
   if (conn.proxy === undefined) return target;
@@ -159,7 +162,7 @@ export function connectionPoolKey(conn: ResolvedConnection): string {
   return `${conn.user}@${formatAddress(conn.host, conn.port)}#${digest}${via}`;
 }
 
-/** The secret values of a connection and its jump host, for redaction. */
+/** Lists the secret values of a connection and its jump host, for redaction. */
 export function connectionSecrets(conn: ResolvedConnection): string[] {
   const secrets = [conn.password, conn.privateKeyPassword, conn.privateKey].filter(
     (value): value is string => value !== undefined && value.length > 0,

@@ -142,7 +142,7 @@ async function dialJumpHost(
     return await dialOnce(proxy, options);
   } catch (error) {
     if (!(error instanceof IptablesError)) throw error;
-    // The same code and details, with a message that says which target the jump host serves.
+    // The same code and details, with a message that names the target the jump host serves.
     throw new IptablesError(
       error.code,
       `jump host for ${formatAddress(conn.host, conn.port)}: ${error.message}`,

@@ -39,7 +39,7 @@ export type HostEvent =
     })
   | (EventBase & {
       readonly kind: "retry";
-      /** What is retried: "dial" or "apply" (a table changed between read and write). */
+      /** The retried operation: "dial", or "apply" when a table changed between read and write. */
       readonly operation: "dial" | "apply";
       readonly attempt: number;
       readonly delayMs: number;

@@ -4,7 +4,7 @@
  */
 import type { Client, ClientChannel } from "ssh2";
 
-/** What a finished command returned. */
+/** The exit status and output of a finished command. */
 export interface CommandResult {
   /** Exit status; null when the command died from a signal. */
   readonly code: number | null;

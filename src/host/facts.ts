@@ -1,5 +1,5 @@
 /**
- * What a host is: iptables version and backend, the binaries of that backend, the init system,
+ * Host facts: iptables version and backend, the binaries of that backend, the init system,
  * kernel support for hashlimit and conntrack, and whether conntrack can be sized.
  *
  * One POSIX sh script collects every fact in one round trip; `parseFacts` turns its
@@ -19,13 +19,13 @@ export interface HostFacts {
   readonly iptablesVersion: string;
   readonly backend: Backend;
   /**
-   * Whether the other backend also holds rules. Those rules still filter packets but are
+   * Whether the other backend also has rules. Those rules still filter packets but are
    * invisible to the active backend's `iptables-save`.
    */
   readonly otherBackendHasRules: boolean;
   /** Whether ip6tables of the active backend is installed and the kernel has IPv6. */
   readonly ip6tables: boolean;
-  /** "systemd" when /run/systemd/system exists, "upstart" when `initctl version` says so. */
+  /** "systemd" when /run/systemd/system exists, "upstart" when `initctl version` prints upstart. */
   readonly init: "systemd" | "upstart" | "other";
   /** Whether the kernel has xt_hashlimit, loaded, loadable or built in. */
   readonly hashlimitModule: boolean;
@@ -190,7 +190,7 @@ export function parseFacts(output: string, where: string): HostFacts {
   };
 }
 
-/** The save and restore programs of a family, raising HOST_UNSUPPORTED when it has none. */
+/** Returns the save and restore programs of a family, raising HOST_UNSUPPORTED when it has none. */
 export function binariesOf(facts: HostFacts, family: Family, where: string): TableBinaries {
   const binaries = facts.binaries[family];
   if (binaries === undefined) {

@@ -42,7 +42,7 @@ export function formatPublicKey(key: PublicKey): string {
   return `${key.type} ${key.blob.toString("base64")}`;
 }
 
-/** The fingerprint OpenSSH prints: `SHA256:` and unpadded base64 of the blob's digest. */
+/** Computes the fingerprint OpenSSH prints: `SHA256:` and unpadded base64 of the blob's digest. */
 export function fingerprint(key: PublicKey): string {
   const digest = createHash("sha256").update(key.blob).digest("base64");
   return `SHA256:${digest.replace(/=+$/, "")}`;
@@ -53,7 +53,7 @@ export function sameKey(a: PublicKey, b: PublicKey): boolean {
 }
 
 /**
- * The host key algorithms to offer when a key of `type` is pinned. Offering only these makes a
+ * Lists the host key algorithms to offer when a key of `type` is pinned. Offering only these makes a
  * server with several host keys present the pinned one, instead of failing the comparison
  * with another key it also owns.
  */
@@ -62,7 +62,7 @@ export function hostKeyAlgorithmsFor(type: string): string[] {
   return [type];
 }
 
-/** The type string at the start of a key blob (a uint32 length and that many bytes). */
+/** Reads the type string at the start of a key blob (a uint32 length and that many bytes). */
 function blobKeyType(blob: Buffer): string | undefined {
   if (blob.length < 4) return undefined;
   const length = blob.readUInt32BE(0);

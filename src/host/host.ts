@@ -63,7 +63,7 @@ export interface Host {
   readonly address: string;
   /** The key the server presented, in authorized_keys format, for trust on first use. */
   readonly hostKey: string;
-  /** What the host is, read once per connection. */
+  /** Returns the host facts, read once per connection. */
   facts(): Promise<HostFacts>;
   /**
    * Runs argv with each argument quoted for the login shell (through `sudo -n` when the
@@ -163,7 +163,7 @@ export async function getHost(
   };
 }
 
-/** Closes every pooled connection and forgets cached facts and snapshots. */
+/** Closes every pooled connection and drops the cached facts and snapshots. */
 export function closeAllHosts(): void {
   for (const pool of pools.values()) pool.close();
   pools.clear();

@@ -14,7 +14,7 @@ export class Semaphore {
     return this.active;
   }
 
-  /** Waits for a permit; the returned function gives it back and must be called exactly once. */
+  /** Waits for a permit and returns the function that gives it back; calls after the first do nothing. */
   async acquire(): Promise<() => void> {
     if (this.active >= this.limit) {
       await new Promise<void>((resolve) => this.waiters.push(resolve));

@@ -72,8 +72,8 @@ export class PooledConnection {
         try {
           return await execOnClient(transport.client, command, options);
         } catch (error) {
-          const refused = error instanceof ChannelError && error.failure.kind === "open-failed";
-          if (!refused || attempt >= CHANNEL_OPEN_ATTEMPTS) throw error;
+          const openFailed = error instanceof ChannelError && error.failure.kind === "open-failed";
+          if (!openFailed || attempt >= CHANNEL_OPEN_ATTEMPTS) throw error;
           if (this.transport === transport) {
             // The connection is up but refused the channel: sshd's MaxSessions is below ours.
             this.channels.shrinkTo(this.channels.inUse - 1);

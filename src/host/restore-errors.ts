@@ -12,13 +12,13 @@ import type { PlanStep, TablePlan } from "../netfilter/plan";
 import { splitArgs } from "../netfilter/tokenize";
 import type { Family } from "../netfilter/types";
 
-/** The 1-based input line iptables-restore blamed, if its message names one. */
+/** Returns the 1-based input line iptables-restore blamed, if its message names one. */
 export function rejectedLine(stderr: string): number | undefined {
   const match = /\bline:?\s*(\d+)/i.exec(stderr);
   return match === null ? undefined : Number(match[1]);
 }
 
-/** The plan step that produced script line `line`, if that line is a step. */
+/** Returns the plan step that produced script line `line`, if that line is a step. */
 export function stepAtLine(plan: TablePlan, line: number): PlanStep | undefined {
   return plan.steps[line - 2];
 }

@@ -1,6 +1,6 @@
 /**
- * Which table changes get the dead-man switch: those that can affect new connections to the
- * host, and so could lock the operator out of SSH.
+ * The choice of table changes that get the dead-man switch: those that can affect new
+ * connections to the host, and so could lock the operator out of SSH.
  */
 import { ruleTarget } from "../netfilter/managed";
 import type { TablePlan } from "../netfilter/plan";
@@ -8,8 +8,9 @@ import { splitArgs } from "../netfilter/tokenize";
 import type { SaveTable, TableName } from "../netfilter/types";
 
 /**
- * "auto": arm the rollback when the change touches a chain reachable from a built-in chain that
- * sees the host's own traffic; "always": whenever the plan has steps; "never": not at all.
+ * The dead-man switch policy. "auto" arms the rollback when the change touches a chain reachable
+ * from a built-in chain that the host's own traffic passes. "always" arms it whenever the plan
+ * has steps, and "never" does not arm it.
  */
 export type RollbackMode = "auto" | "always" | "never";
 

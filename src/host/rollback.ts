@@ -36,7 +36,7 @@ export interface Confirmed {
 }
 
 /**
- * Disarms the rollback over a new connection. Resolves when the change stands; raises
+ * Disarms the rollback over a new connection. Resolves when the change is kept, and raises
  * APPLY_ROLLED_BACK when the host restored the previous table, with the table read back.
  */
 export async function confirmOrRollBack(
@@ -129,7 +129,7 @@ async function awaitRollback(
   }
 
   if (status === "not-fired") {
-    // The disarm went through although its answer was lost: the change stands.
+    // The disarm went through although its output was lost, so the change is kept.
     return { confirmed: true };
   }
   const restoreFailed = status === "fired" && !restoreOutput.some((line) => line === "exit 0");

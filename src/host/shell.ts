@@ -44,8 +44,8 @@ export function withSudo(argv: readonly string[], sudo: boolean): string[] {
 }
 
 /**
- * The argv that runs a constant `sh` script with positional arguments: `sh -c SCRIPT NAME ARGS`.
- * Inside the script `$0` is `name` and `$1...` are `args`.
+ * Builds the argv that runs a constant `sh` script with positional arguments:
+ * `sh -c SCRIPT NAME ARGS`. Inside the script `$0` is `name` and `$1...` are `args`.
  */
 export function scriptArgv(script: string, name: string, args: readonly string[]): string[] {
   return ["sh", "-c", script, name, ...args];

@@ -135,7 +135,7 @@ export async function runApply(ctx: HostContext, request: ApplyRequest): Promise
   throw applyScriptFailed(ctx, request, lock, result.code, result.stderr);
 }
 
-/** Parses the dump of one table; undefined when the dump holds no such table. */
+/** Parses the dump of one table; undefined when the dump has no such table. */
 export function parseTableDump(dump: string, table: TableName): SaveTable | undefined {
   return parseSave(dump).tables.find((candidate) => candidate.name === table);
 }

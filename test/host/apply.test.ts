@@ -19,7 +19,7 @@ afterAll(async () => {
   await lab?.destroy();
 });
 
-/** A managed rule in iptables-save form: `-A CHAIN MATCHES -m comment --comment MARKER TARGET`. */
+/** Builds a managed rule in iptables-save form: `-A CHAIN MATCHES -m comment --comment MARKER TARGET`. */
 function rule(
   chain: string,
   id: string,

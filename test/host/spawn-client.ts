@@ -24,7 +24,7 @@ const CLIENT = join(__dirname, "fixtures/client.ts");
 
 /** Starts the client fixture; the caller must await `done` (or kill `pid`) before the test ends. */
 export function startClient(request: ClientRequest): ClientRun {
-  // node with tsx's loader, not the tsx wrapper, so that `pid` is the process that holds the SSH
+  // node with tsx's loader, not the tsx wrapper, so that `pid` is the process with the SSH
   // connection and killing it kills the client.
   const child = spawn(process.execPath, ["--import", "tsx", CLIENT, JSON.stringify(request)], {
     cwd: ROOT,

@@ -168,7 +168,7 @@ describe("authentication", () => {
       privateKey: legacy.privateKey,
       proxy: { host: nft.ipv4, privateKey: nft.privateKey },
     });
-    // The target sees the connection coming from the jump host's address.
+    // The target reports the connection as coming from the jump host's address.
     const result = await host.run(["sh", "-c", 'echo "$SSH_CLIENT"']);
     expect(result.stdout.split(" ")[0]).toBe(nft.ipv4);
     const connect = events.find(
@@ -400,7 +400,8 @@ describe("facts", () => {
       const facts = await host.facts();
       expect(facts.otherBackendHasRules).toBe(true);
       const warning = warnings.find((event) => event.kind === "warning");
-      expect(warning?.kind === "warning" && warning.message).toContain(
+      expect(warning).toBeDefined();
+      expect(warning?.kind === "warning" ? warning.message : "").toContain(
         "iptables-legacy also holds rules",
       );
     } finally {
@@ -432,7 +433,7 @@ describe("secrets", () => {
   });
 });
 
-/** The message, details and cause chain of an error, as text. */
+/** Collects the message, details and cause chain of an error as text. */
 function errorTexts(error: unknown): string[] {
   const texts: string[] = [];
   let current: unknown = error;
