@@ -322,6 +322,11 @@ describe("rate limit under real traffic", () => {
     const [accepted, , dropped] = await chainCounters(lab, server, "ipv4", CHAIN);
     expect(accepted.packets).toBe(counts.connected);
     expect(dropped.packets).toBe(counts.timeout);
+
+    // A refresh reads the same counters into the rule resources' outputs.
+    await deployment.refresh();
+    expect(deployment.resource("traffic-ipv4-accept").outputs.packets).toBe(accepted.packets);
+    expect(deployment.resource("traffic-ipv4-drop").outputs.packets).toBe(dropped.packets);
   });
 
   it("shares one budget per IPv6 /64", async () => {
