@@ -31,7 +31,8 @@ const USAGE = `usage: npm run bench:compare -- [options]
   --hosts N       lab hosts for the parallel cells (default 10)
   --max-runs N    most runs per cell (default 5; cells stop earlier to fit the time budget)
   --full          also run Ansible and Puppet on the large variant on N hosts (adds about 30 min)
-  --tools LIST    comma-separated subset of: floor,library,ansible,puppet (default all)`;
+  --tools LIST    comma-separated subset of: floor,library,ansible,puppet (default all)
+  --variants LIST comma-separated subset of: recipe,large (default both)`;
 
 const TOOL_NAMES = ["floor", "library", "ansible", "puppet"] as const;
 type ToolName = (typeof TOOL_NAMES)[number];
@@ -41,6 +42,7 @@ interface Options {
   readonly maxRuns: number;
   readonly full: boolean;
   readonly tools: readonly ToolName[];
+  readonly variants: readonly VariantName[];
 }
 
 function parseOptions(argv: string[]): Options {
@@ -51,6 +53,7 @@ function parseOptions(argv: string[]): Options {
       "max-runs": { type: "string", default: "5" },
       full: { type: "boolean", default: false },
       tools: { type: "string", default: TOOL_NAMES.join(",") },
+      variants: { type: "string", default: "recipe,large" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -71,7 +74,18 @@ function parseOptions(argv: string[]): Options {
   if (unknown.length > 0) {
     throw new Error(`unknown tool "${unknown[0]}" in --tools: use ${TOOL_NAMES.join(", ")}`);
   }
-  return { hosts, maxRuns, full: values.full, tools: tools as ToolName[] };
+  const variants = values.variants.split(",").map((name) => name.trim());
+  const unknownVariant = variants.find((name) => name !== "recipe" && name !== "large");
+  if (unknownVariant !== undefined) {
+    throw new Error(`unknown variant "${unknownVariant}" in --variants: use recipe, large`);
+  }
+  return {
+    hosts,
+    maxRuns,
+    full: values.full,
+    tools: tools as ToolName[],
+    variants: variants as VariantName[],
+  };
 }
 
 /**
@@ -150,7 +164,7 @@ async function runCells(
   const cells: CellResult[] = [];
   let details: LibraryDetails | undefined;
   const scales: readonly (readonly LabHost[])[] = [lab.hosts.slice(0, 1), lab.hosts];
-  for (const variantName of ["recipe", "large"] as const) {
+  for (const variantName of options.variants) {
     const target = variant(variantName);
     for (const tool of tools) {
       for (const hosts of scales) {

@@ -17,9 +17,12 @@ export interface OperationCost {
   readonly operation: string;
   readonly ms: number;
   readonly commands: number;
-  /** New SSH connections, by purpose: "pool" (the shared one) or "confirm" (dead-man switch). */
+  /**
+   * New SSH connections with the time each took, by purpose: "pool" (the shared one) or
+   * "confirm" (the fresh one that disarms the dead-man switch).
+   */
   readonly connections: readonly string[];
-  /** What the commands were, as the host layer names them. */
+  /** The commands as the host layer names them, with the time each took. */
   readonly commandNames: readonly string[];
 }
 
@@ -45,13 +48,16 @@ export async function measureRuleOperations(
     const value = await fn();
     const ms = performance.now() - start;
     const seen = events.slice(from);
-    const commands = seen.filter((e) => e.kind === "command-start");
     costs.push({
       operation,
       ms,
-      commands: commands.length,
-      connections: seen.flatMap((e) => (e.kind === "connect" ? [e.purpose] : [])),
-      commandNames: commands.map((e) => (e.kind === "command-start" ? e.command : "")),
+      commands: seen.filter((e) => e.kind === "command-start").length,
+      connections: seen.flatMap((e) =>
+        e.kind === "connect" ? [`${e.purpose} (${Math.round(e.durationMs)} ms)`] : [],
+      ),
+      commandNames: seen.flatMap((e) =>
+        e.kind === "command-end" ? [`${e.command} (${Math.round(e.durationMs)} ms)`] : [],
+      ),
     });
     return value;
   }
