@@ -23,7 +23,7 @@ export interface PassResult {
   readonly times: Spread;
   /** The tool's report of the last run. */
   readonly report: ApplyReport;
-  /** True when every run's report said nothing changed. */
+  /** True when every run's report stated that nothing changed. */
   readonly unchangedEveryRun: boolean;
   /** SSH connections the busiest host accepted in the last run. */
   readonly connectionsPerHost: number;

@@ -1,6 +1,6 @@
 /**
  * The floor: the least any tool can do over SSH. A first apply is one SSH session per host that
- * pipes the finished rules into one `iptables-restore --noflush`; the no-change case is one SSH
+ * pipes the finished rules into one `iptables-restore --noflush`. The no-change case is one SSH
  * session per host that runs `iptables-save` once and finds the rules already there.
  */
 import { connect as connectTcp } from "node:net";
@@ -10,7 +10,7 @@ import { managedLines } from "./hosts";
 import { CHAIN, expectedLines, ruleArgs, type Variant } from "./recipe";
 import type { ApplyReport, Pass, Tool } from "./tool";
 
-/** The restore script: declare the chain, then append every rule in chain order. */
+/** Renders the restore script: declare the chain, then append every rule in chain order. */
 export function restoreScript(target: Variant): string {
   const lines = ["*filter", `:${CHAIN} - [0:0]`];
   for (const rule of target.rules) lines.push(`-A ${rule.chain} ${ruleArgs(rule)}`);
@@ -96,7 +96,7 @@ function runOnce(host: LabHost, command: string, input?: string): Promise<string
   });
 }
 
-/** The host's public key as the SSH wire blob, decoded from its authorized_keys line. */
+/** Decodes the host's public key from its authorized_keys line into the SSH wire blob. */
 function hostKeyBlob(host: LabHost): Buffer {
   return Buffer.from(host.hostKey.split(" ")[1], "base64");
 }

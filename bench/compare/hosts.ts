@@ -1,6 +1,6 @@
 /**
- * What the benchmark does to lab hosts outside the timed applies: wipe the filter table, read
- * back the managed lines, and count the SSH connections each host accepted. All of it runs
+ * Lab host steps outside the timed applies: wiping the filter table, reading back the managed
+ * lines, and counting the SSH connections each host accepted. All of it runs
  * through `lab.exec` (no SSH), so none of it shows in the counts.
  */
 import type { Lab, LabHost } from "../../src/lab";
@@ -68,7 +68,7 @@ export async function sshConnectionCounts(lab: Lab, hosts: readonly LabHost[]): 
 }
 
 /**
- * The filter table's user chain declarations (as ":NAME", policy and counters dropped) and its
+ * Extracts the filter table's user chain declarations (as ":NAME", policy and counters dropped) and its
  * rules, in iptables-save order. On a host reset with `resetHosts`, these are exactly the lines
  * the tool under test wrote.
  */
@@ -96,7 +96,7 @@ export async function readManagedLines(lab: Lab, hosts: readonly LabHost[]): Pro
 }
 
 /**
- * Compares what each host holds with what the tool should have written. Returns undefined when
+ * Compares what each host contains with what the tool should have written. Returns undefined when
  * every host matches, else what differs on the first host that differs: lines missing, lines
  * extra, or the same lines in another order.
  */

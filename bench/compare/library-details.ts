@@ -22,7 +22,7 @@ export interface LibraryDetails {
 }
 
 /**
- * Measures the details on hosts where `tool` has just applied `target` (its deployment holds
+ * Measures the details on hosts where `tool` has just applied `target` (its deployment has
  * the state), leaving the hosts as they were.
  */
 export async function measureLibraryDetails(
@@ -85,7 +85,7 @@ export function printLibraryDetails(details: LibraryDetails): void {
   }
 }
 
-/** The no-change target: refresh-up against the floor's one read of each host. */
+/** Builds the no-change target: refresh-up against the floor's one read of each host. */
 export function refreshTarget(
   details: LibraryDetails | undefined,
   floorRead: number | undefined,

@@ -1,8 +1,9 @@
 /**
- * This library, driven as `pulumi up` drives it: a Pulumi program of one `RateLimit` per host
- * (plus 200 `Rule` resources per host in the large variant) run through the engine harness,
- * which starts the real dynamic provider server and sends it Check, Create, Diff and Read over
- * gRPC, every resource at once as the engine does by default.
+ * This library, driven as `pulumi up` drives it. The program has one `RateLimit` per host, plus
+ * 200 `Rule` resources per host in the large variant. The engine harness runs it against the
+ * real dynamic provider server, sending Check, Create, Diff and Read over gRPC for every resource
+ * whose dependencies are done, with no limit on parallel operations (the CLI's `--parallel`
+ * default is unbounded).
  *
  * Each first apply starts a new provider server (a new `pulumi up` starts a new provider
  * process, with no pooled SSH connection) and runs an untimed preview in it, so the timed `up`
@@ -65,7 +66,7 @@ export function libraryTool(): LibraryTool {
     },
 
     async apply(_lab, hosts, target): Promise<ApplyReport> {
-      if (deployment === undefined) throw new Error("apply before reset");
+      if (deployment === undefined) throw new Error("apply() was called before reset()");
       const result = await deployment.up(program(hosts, target));
       return callReport(result);
     },
@@ -77,7 +78,7 @@ export function libraryTool(): LibraryTool {
   };
 }
 
-/** The engine's own record of an up: how many Create, Update and Delete calls it made. */
+/** Reports an up by the engine's own count of Create, Update and Delete calls. */
 function callReport(result: OperationResult): ApplyReport {
   const { create, update, delete: deletes } = result.calls;
   return {
@@ -86,7 +87,7 @@ function callReport(result: OperationResult): ApplyReport {
   };
 }
 
-/** The marker comment the library puts on a rule: project/stack/resource name and order. */
+/** Builds the marker comment the library puts on a rule: project/stack/name and order. */
 function marker(host: LabHost, rule: BenchRule): string {
   const id = `${PROJECT}/${STACK}/${resourceName(host, rule)}`;
   const order = rule.kind === "exempt" ? exemptOrder(rule.index) : ORDERS[rule.kind];
@@ -124,7 +125,7 @@ function connectionOf(host: LabHost): Record<string, unknown> {
   };
 }
 
-/** The Pulumi program: one RateLimit per host, and the exemptions of the large variant. */
+/** Builds the Pulumi program: one RateLimit per host, and the large variant's exemptions. */
 export function program(hosts: readonly LabHost[], target: Variant): Program {
   return (pkg) => {
     for (const host of hosts) {
@@ -160,7 +161,7 @@ const COUNTERS = new Set(["packets", "bytes", "entries"]);
 export interface RefreshUpResult {
   readonly ms: number;
   readonly reads: number;
-  /** Resources whose read returned no id or other outputs than the state holds, with the keys. */
+  /** Resources whose read returned no id or other outputs than the state stores, with the keys. */
   readonly drifted: readonly string[];
   readonly report: ApplyReport;
 }

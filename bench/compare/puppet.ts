@@ -5,9 +5,9 @@
  *
  * Rules are `firewall` resources named with a number that orders them within their chain (the
  * module's convention), and the chain is a `firewallchain`. The module defaults `proto` to tcp,
- * so every rule sets `proto => 'all'` to match the recipe. The module also tries to save the
- * rules for boot after each change (`service iptables-persistent save`); lab hosts have no such
- * service, so that step fails with a warning, as on a host without iptables-persistent.
+ * so every rule sets `proto => 'all'` to match the recipe. After each change the module also
+ * tries to save the rules for boot with `service iptables-persistent save`. Lab hosts have no
+ * such service, so that step fails with a warning, as on a host without iptables-persistent.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -68,7 +68,7 @@ export function puppetTool(): Tool {
   };
 }
 
-/** The name of a rule's `firewall` resource; the module sorts a chain's rules by it. */
+/** Names a rule's `firewall` resource. The module sorts the rules of a chain by name. */
 function resourceName(rule: BenchRule): string {
   switch (rule.kind) {
     case "jump":
