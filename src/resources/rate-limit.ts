@@ -1,13 +1,15 @@
 /**
  * `RateLimit`: per-source-address rate limiting of new connections on one host.
  *
- * Per family it owns a chain (default RATE-LIMIT) with three rules in this order:
- *   10  hashlimit ACCEPT: new connections within the rate (per source address) pass;
- *   20  LOG, sampled with the limit match, of what is about to be rejected (unless `log: false`);
- *   30  REJECT (or DROP) of the rest;
- * and a hook rule in a built-in chain (default INPUT, for example DOCKER-USER for published
- * container ports) that sends conntrack NEW packets, optionally only of some protocol and
- * ports, into the chain. Everything else on the host is left as it is.
+ * Per family it owns a chain (default RATE-LIMIT) with three rules, in this order:
+ *   10  hashlimit ACCEPT: new connections within the rate (per source address) pass.
+ *   20  LOG, sampled with the limit match, of what is about to be rejected (unless `log: false`).
+ *   30  REJECT (or DROP) of the rest.
+ * It also owns a hook rule in a built-in chain (default INPUT, or for example DOCKER-USER for
+ * published container ports) that sends conntrack NEW packets into the chain, optionally only
+ * those of some protocol and ports. Everything else on the host is left as it is. The hook is
+ * created after the chain's rules and deleted before them, so a half-built chain never sees
+ * traffic.
  *
  * With the defaults, a host shows (IPv4):
  *   -A INPUT -m conntrack --ctstate NEW -m comment --comment "pulumi-iptables:...-hook:0" -j RATE-LIMIT
@@ -26,7 +28,7 @@ import { HashlimitRule, type HashlimitMode } from "./hashlimit-rule";
 import { PersistenceUnit, type PersistenceUnitArgs } from "./persistence-unit";
 import { Rule } from "./rule";
 
-/** Which built-in chain sends traffic into the rate limit, and which traffic. */
+/** Entry into the rate limit: the chain that jumps in, and the traffic it sends. */
 export interface RateLimitHookArgs {
   /**
    * The chain that jumps into the rate limit: a built-in chain of the filter table, or a chain
@@ -73,13 +75,13 @@ export interface RateLimitArgs {
    * derived from it
    */
   readonly hashlimitName?: pulumi.Input<string>;
-  /** What a bucket is kept per. @default ["srcip"] */
+  /** Keys a bucket is kept per. @default ["srcip"] */
   readonly mode?: pulumi.Input<pulumi.Input<HashlimitMode>[]>;
   /**
    * Prefix length that groups source addresses into one bucket: a number for the resource's
    * family, or one per family.
    * @default 32 for IPv4 (one bucket per address), 64 for IPv6 (one per /64, because a single
-   * client usually holds a whole /64)
+   * client usually has a whole /64)
    */
   readonly srcMask?: number | { readonly ipv4?: number; readonly ipv6?: number };
   /** Milliseconds after which an idle bucket expires. @default the rate's unit */
@@ -88,11 +90,11 @@ export interface RateLimitArgs {
   readonly htableSize?: pulumi.Input<number>;
   /** Maximum entries of the kernel's hash table. @default 8 times htableSize */
   readonly htableMax?: pulumi.Input<number>;
-  /** Which traffic enters the rate limit. @default conntrack NEW packets arriving through INPUT */
+  /** Traffic that enters the rate limit. @default conntrack NEW packets arriving through INPUT */
   readonly hook?: RateLimitHookArgs;
   /** The sampled LOG of rejected connections, or false for none. @default 1/sec, burst 5 */
   readonly log?: RateLimitLogArgs | false;
-  /** What happens to connections over the rate. @default "REJECT" */
+  /** Verdict for connections over the rate. @default "REJECT" */
   readonly reject?: "REJECT" | "DROP";
   /**
    * `--reject-with` of REJECT, per family.
@@ -267,7 +269,7 @@ export class RateLimit extends pulumi.ComponentResource {
   }
 }
 
-/** The hashlimit name used when none is given: the resource name if iptables takes it. */
+/** Returns the hashlimit name used when none is given: the resource name if iptables takes it. */
 export function defaultHashlimitName(name: string): string {
   if (/^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/.test(name)) return name;
   return `rl-${createHash("sha256").update(name).digest("hex").slice(0, 8)}`;
