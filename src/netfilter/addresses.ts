@@ -18,8 +18,38 @@ export function parseCNumber(text: string): number | undefined {
   return undefined;
 }
 
+/** Parses the common form "a.b.c.d" of plain decimal parts without leading zeros. */
+function parseDottedDecimal(text: string): Address | undefined {
+  const bytes = new Uint8Array(4);
+  let part = 0;
+  let value = 0;
+  let digits = 0;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code === 46 /* "." */) {
+      if (digits === 0 || part === 3) return undefined;
+      bytes[part++] = value;
+      value = 0;
+      digits = 0;
+    } else if (code >= 48 && code <= 57) {
+      // A leading zero makes the part octal, which the general parser handles.
+      if (digits === 1 && value === 0) return undefined;
+      value = value * 10 + (code - 48);
+      digits++;
+      if (value > 255) return undefined;
+    } else {
+      return undefined;
+    }
+  }
+  if (digits === 0 || part !== 3) return undefined;
+  bytes[3] = value;
+  return bytes;
+}
+
 /** Parses a dotted IPv4 address the way libxtables does, or returns undefined. */
 export function parseIpv4(text: string): Address | undefined {
+  const fast = parseDottedDecimal(text);
+  if (fast !== undefined) return fast;
   const parts = text.split(".");
   if (parts.length < 1 || parts.length > 4) return undefined;
   const bytes = new Uint8Array(4);
@@ -134,7 +164,7 @@ export function sameAddress(a: Address, b: Address): boolean {
 
 /** Prints an address as `inet_ntop` (glibc) does: dotted quad, or RFC 5952 style IPv6. */
 export function formatAddress(address: Address): string {
-  if (address.length === 4) return Array.from(address).join(".");
+  if (address.length === 4) return `${address[0]}.${address[1]}.${address[2]}.${address[3]}`;
 
   const words: number[] = [];
   for (let i = 0; i < 16; i += 2) words.push((address[i] << 8) | address[i + 1]);

@@ -3,8 +3,8 @@
  * line iptables-save 1.8.9 prints for it, and `sameRule` compares two rules by that form.
  *
  * The reading follows iptables' own command-line parser (iptables/xshared.c, 1.8.9):
- * - `-A CHAIN` comes first; the other options come in any order, in short or long form
- *   (`--source`, `--match`, `--jump`, ...), with `!` before an option to negate it.
+ * - `-A CHAIN` comes first. The other options come in any order, in short or long form
+ *   (`--source`, `--match`, `--jump`, ...), and `!` before an option negates it.
  * - An option belongs to the most recently loaded match that defines it. When none does and
  *   `-p` names a protocol with a match (tcp, udp, icmp, icmp6), that match is loaded implicitly,
  *   which is how `-p tcp --dport 22` becomes `-p tcp -m tcp --dport 22`.
@@ -118,7 +118,7 @@ const SHORT_GENERIC: Readonly<Record<string, string>> = {
 const SHORT_WITH_VALUE = new Set(["-s", "-d", "-i", "-o", "-p", "-m", "-j", "-g"]);
 
 /**
- * The long options iptables 1.8.9 always knows (`original_opts` in iptables/iptables.c), in
+ * The long options iptables 1.8.9 always defines (`original_opts` in iptables/iptables.c), in
  * table order, mapped to the rule option they set; commands and flags that are not part of a
  * rule map to undefined. They matter for abbreviations: "--d" is ambiguous, "--in" is
  * --in-interface.
@@ -163,7 +163,7 @@ const LONG_GENERIC: ReadonlyArray<readonly [string, string | undefined]> = [
   ["check", undefined],
 ];
 
-/** What a long option on the command line resolved to. */
+/** The option a long option of the command line resolves to. */
 type LongOption =
   | { readonly kind: "generic"; readonly option: string | undefined; readonly name: string }
   | {
@@ -177,12 +177,25 @@ const GENERIC_BY_NAME: ReadonlyMap<string, LongOption> = new Map(
   LONG_GENERIC.map(([name, option]) => [name, { kind: "generic", option, name }]),
 );
 
+const GENERIC_BITS: Readonly<Record<string, number>> = {
+  source: 1,
+  destination: 2,
+  "in-interface": 4,
+  "out-interface": 8,
+  protocol: 16,
+  fragment: 32,
+  match: 64,
+  jump: 128,
+  goto: 256,
+};
+const NO_ADDRESSES: string[] = [];
+
 /** Options and values of one rule, in the order they were given. */
 interface ParsedRule {
   chain: string;
-  sources: string[];
+  sources: readonly string[];
   sourceInvert: boolean;
-  destinations: string[];
+  destinations: readonly string[];
   destinationInvert: boolean;
   inInterface?: InterfaceMatch;
   outInterface?: InterfaceMatch;
@@ -196,15 +209,17 @@ interface ParsedRule {
 class RuleReader {
   private readonly owners: Array<MatchInstance | TargetInstance> = [];
   private protocolMatchUsed = false;
-  private readonly seenGeneric = new Set<string>();
+  /** Generic options seen so far, as bits of GENERIC_BITS. */
+  private seenGeneric = 0;
   readonly rule: ParsedRule;
-  private readonly env: RuleEnv;
+  readonly env: RuleEnv;
 
   constructor(
     private readonly tokens: string[],
     context: Required<RuleContext>,
   ) {
-    const [command, chain] = tokens;
+    const command = tokens[0];
+    const chain = tokens[1];
     if (command !== "-A" && command !== "--append") {
       throw ruleError(
         "RULE_SYNTAX",
@@ -213,12 +228,12 @@ class RuleReader {
       );
     }
     validateChainName(chain, "-A");
-    this.env = { ...context, chain };
+    this.env = { family: context.family, table: context.table, backend: context.backend, chain };
     this.rule = {
       chain,
-      sources: [],
+      sources: NO_ADDRESSES,
       sourceInvert: false,
-      destinations: [],
+      destinations: NO_ADDRESSES,
       destinationInvert: false,
       matches: [],
       goto: false,
@@ -318,14 +333,15 @@ class RuleReader {
 
   private generic(option: string, spelled: string, invert: boolean): void {
     const repeatable = option === "match";
-    if (!repeatable && this.seenGeneric.has(option)) {
+    const bit = GENERIC_BITS[option] ?? 0;
+    if (!repeatable && (this.seenGeneric & bit) !== 0) {
       throw ruleError(
         "RULE_SYNTAX",
         spelled,
         `${spelled} is given twice; iptables accepts it once per rule`,
       );
     }
-    this.seenGeneric.add(option);
+    this.seenGeneric |= bit;
 
     switch (option) {
       case "source":
@@ -522,7 +538,11 @@ class RuleReader {
   }
 }
 
+/** Chain names already found valid; a rule set uses few, so the set stays small. */
+const VALID_CHAIN_NAMES = new Set<string>();
+
 function validateChainName(name: string | undefined, option: string): asserts name is string {
+  if (name !== undefined && VALID_CHAIN_NAMES.has(name)) return;
   if (name === undefined || name === "") {
     throw ruleError("RULE_SYNTAX", option, `${option} needs a chain name`);
   }
@@ -540,6 +560,7 @@ function validateChainName(name: string | undefined, option: string): asserts na
         'without spaces, quotes or backslashes, not starting with "-"',
     );
   }
+  if (VALID_CHAIN_NAMES.size < 10_000) VALID_CHAIN_NAMES.add(name);
 }
 
 function validateInterface(option: string, name: string): void {
@@ -559,8 +580,10 @@ function validateInterface(option: string, name: string): void {
   }
 }
 
+const BUILTIN_VERDICTS = ["ACCEPT", "DROP", "RETURN"];
+
 function createTarget(name: string, isGoto: boolean, env: RuleEnv): TargetInstance {
-  const builtinVerdicts = ["ACCEPT", "DROP", "RETURN"];
+  const builtinVerdicts = BUILTIN_VERDICTS;
   if (isGoto) {
     if (
       builtinVerdicts.includes(name) ||
@@ -620,19 +643,20 @@ function parseNetwork(option: string, text: string, invert: boolean, env: RuleEn
   return { address: applyMask(address, mask), mask, invert };
 }
 
+function formatNetworkOption(flag: string, match: NetworkMatch | undefined): string {
+  if (match === undefined || (!match.invert && isZero(match.mask))) return "";
+  return `${match.invert ? " !" : ""} ${flag} ${formatNetwork(match.address, match.mask)}`;
+}
+
 function formatHeader(header: RuleHeader): string {
-  let out = "";
-  const network = (flag: string, match: NetworkMatch | undefined): void => {
-    if (match === undefined) return;
-    if (isZero(match.mask) && !match.invert) return;
-    out += `${match.invert ? " !" : ""} ${flag} ${formatNetwork(match.address, match.mask)}`;
-  };
-  network("-s", header.source);
-  network("-d", header.destination);
-  if (header.inInterface)
+  let out =
+    formatNetworkOption("-s", header.source) + formatNetworkOption("-d", header.destination);
+  if (header.inInterface) {
     out += `${header.inInterface.invert ? " !" : ""} -i ${header.inInterface.name}`;
-  if (header.outInterface)
+  }
+  if (header.outInterface) {
     out += `${header.outInterface.invert ? " !" : ""} -o ${header.outInterface.name}`;
+  }
   if (header.protocol && header.protocol.number !== 0) {
     out += `${header.protocol.invert ? " !" : ""} -p ${formatProtocol(header.protocol.number)}`;
   }
@@ -641,11 +665,10 @@ function formatHeader(header: RuleHeader): string {
 }
 
 function resolveContext(context: RuleContext | undefined): Required<RuleContext> {
-  return {
-    family: context?.family ?? "ipv4",
-    table: context?.table ?? "filter",
-    backend: context?.backend ?? "nft",
-  };
+  const family = context?.family ?? "ipv4";
+  const table = context?.table ?? "filter";
+  const backend = context?.backend ?? "nft";
+  return { family, table, backend };
 }
 
 function tokenizeSpec(spec: string): string[] {
@@ -674,19 +697,22 @@ function tokenizeSpec(spec: string): string[] {
  * would reject.
  */
 export function canonicalRule(spec: string, context?: RuleContext): string {
-  const resolved = resolveContext(context);
   const tokens = tokenizeSpec(spec);
-  const rule = new RuleReader(tokens, resolved).read();
-  const env: RuleEnv = { ...resolved, chain: rule.chain };
+  const reader = new RuleReader(tokens, resolveContext(context));
+  const rule = reader.read();
+  const env = reader.env;
 
-  const sources = rule.sources.length === 0 ? [undefined] : rule.sources;
-  const destinations = rule.destinations.length === 0 ? [undefined] : rule.destinations;
   const headers: RuleHeader[] = [];
-  for (const source of sources) {
-    for (const destination of destinations) {
+  const sourceCount = Math.max(1, rule.sources.length);
+  const destinationCount = Math.max(1, rule.destinations.length);
+  for (let i = 0; i < sourceCount; i++) {
+    const source = rule.sources[i];
+    const sourceMatch =
+      source === undefined ? undefined : parseNetwork("-s", source, rule.sourceInvert, env);
+    for (let j = 0; j < destinationCount; j++) {
+      const destination = rule.destinations[j];
       headers.push({
-        source:
-          source === undefined ? undefined : parseNetwork("-s", source, rule.sourceInvert, env),
+        source: sourceMatch,
         destination:
           destination === undefined
             ? undefined
@@ -711,7 +737,11 @@ export function canonicalRule(spec: string, context?: RuleContext): string {
   if (rule.target !== undefined) {
     body += ` ${rule.goto ? "-g" : "-j"} ${rule.target.name}${rule.target.save()}`;
   }
-  return headers.map((header) => `-A ${rule.chain}${formatHeader(header)}${body}`).join("\n");
+
+  let out = `-A ${rule.chain}${formatHeader(headers[0])}${body}`;
+  for (let i = 1; i < headers.length; i++)
+    out += `\n-A ${rule.chain}${formatHeader(headers[i])}${body}`;
+  return out;
 }
 
 /** Rejects rules that one backend cannot hold or cannot print back as written. */

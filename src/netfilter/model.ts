@@ -96,7 +96,7 @@ export function optionTable(
   return table;
 }
 
-/** An error about one option's value. */
+/** Creates the error for an invalid option value. */
 export function invalidValue(option: string, value: string, expected: string): IptablesError {
   return new IptablesError(
     "RULE_INVALID_VALUE",
@@ -105,7 +105,7 @@ export function invalidValue(option: string, value: string, expected: string): I
   );
 }
 
-/** An error about a value outside the range the kernel or iptables accepts. */
+/** Creates the error for a value outside the range the kernel or iptables accepts. */
 export function outOfRange(option: string, value: string, range: string): IptablesError {
   return new IptablesError(
     "RULE_OUT_OF_RANGE",
@@ -114,7 +114,7 @@ export function outOfRange(option: string, value: string, range: string): Iptabl
   );
 }
 
-/** An error for an option given twice where iptables allows it once. */
+/** Creates the error for an option given twice where iptables allows it once. */
 export function repeated(option: string): IptablesError {
   return new IptablesError(
     "RULE_SYNTAX",
@@ -123,7 +123,7 @@ export function repeated(option: string): IptablesError {
   );
 }
 
-/** An error for a combination iptables or the kernel rejects. */
+/** Creates the error for a combination iptables or the kernel rejects. */
 export function invalidRule(option: string, reason: string): IptablesError {
   return new IptablesError("RULE_INVALID_VALUE", `--${option}: ${reason}`, {
     details: { option: `--${option}` },

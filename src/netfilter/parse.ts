@@ -308,14 +308,10 @@ class DumpParser {
       );
     }
 
-    const rule: SaveRule = {
-      chain,
-      text: ruleText,
-      args: tokens.slice(2),
-      ...(counters === undefined ? {} : { counters }),
-      line: lineNumber,
-    };
-    return rule;
+    // Built without object spread, which is slow enough to matter for 50,000 rules.
+    if (counters === undefined)
+      return { chain, text: ruleText, args: tokens.slice(2), line: lineNumber };
+    return { chain, text: ruleText, args: tokens.slice(2), counters, line: lineNumber };
   }
 }
 

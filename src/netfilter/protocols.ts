@@ -6,7 +6,7 @@
 import { invalidValue, parseUnsigned } from "./model";
 import { PROTOCOL_ENTRIES } from "./netdb";
 
-/** Names iptables knows without /etc/protocols (`xtables_chain_protos`). */
+/** Names iptables resolves without /etc/protocols (`xtables_chain_protos`). */
 const BUILTIN_PROTOCOLS: Readonly<Record<string, number>> = {
   tcp: 6,
   sctp: 132,

@@ -134,6 +134,13 @@ export function printRate(period: number, scale: number): PrintedRate {
   return { text: `${count}/${name}`, count, unitSeconds: seconds };
 }
 
+/** Returns the multiplier of a byte unit suffix: "k" is 1024 and "m" is 1048576. */
+function unitFactor(suffix: string): number {
+  if (suffix === "m") return 1024 * 1024;
+  if (suffix === "k") return 1024;
+  return 1;
+}
+
 /**
  * Parses a `hashlimit` byte rate such as "512kb/s", "1mb/s" or "100b/s" into the cost the kernel
  * stores: UINT32_MAX / (bytes per second / 16 + 1). "k" is 1024 and "m" is 1048576.
@@ -141,7 +148,7 @@ export function printRate(period: number, scale: number): PrintedRate {
 export function parseByteRate(option: string, text: string): number | undefined {
   const match = /^(\d+)([km]?)b\/s$/.exec(text);
   if (match === null) return undefined;
-  const factor = match[2] === "m" ? 1024 * 1024 : match[2] === "k" ? 1024 : 1;
+  const factor = unitFactor(match[2]);
   const bytes = Number(match[1]) * factor;
   if (bytes === 0) throw rateError(option, text, "the rate must be at least 1b/s");
   const chunks = Math.floor(bytes / 2 ** HASHLIMIT_BYTE_SHIFT);
@@ -240,7 +247,7 @@ export function parseHashlimitBurst(option: string, text: string): number {
       { details: { option, value: text } },
     );
   }
-  const factor = match[2] === "m" ? 1024 * 1024 : match[2] === "k" ? 1024 : 1;
+  const factor = unitFactor(match[2]);
   return value * factor;
 }
 
@@ -280,9 +287,16 @@ export function limitKernelAccepts(period: number, burst: number, hz = DEFAULT_H
   return limitUserToCredits(product, hz) >= limitUserToCredits(period, hz);
 }
 
+const hashlimitCpjByHz = new Map<number, bigint>();
+
 /** Credits added per jiffy by xt_hashlimit for packet rates (revision 2 and later, 64-bit). */
 export function hashlimitCreditsPerJiffy(hz = DEFAULT_HZ): bigint {
-  return pow2Below(UINT64_MASK / BigInt(hz * 86_400));
+  let cpj = hashlimitCpjByHz.get(hz);
+  if (cpj === undefined) {
+    cpj = pow2Below(UINT64_MASK / BigInt(hz * 86_400));
+    hashlimitCpjByHz.set(hz, cpj);
+  }
+  return cpj;
 }
 
 /** `user2credits` of xt_hashlimit.c for revisions 2 and 3, in 64-bit unsigned arithmetic. */
@@ -310,7 +324,7 @@ export function hashlimitByteCreditsPerJiffy(hz = DEFAULT_HZ): number {
 
 /**
  * A kernel token bucket in credits, for offline simulation. Each jiffy adds `creditsPerJiffy`
- * up to `capacity`; a packet passes when the bucket holds at least `cost` (per packet, or per
+ * up to `capacity`. A packet passes when the bucket contains at least `cost` (per packet, or per
  * 16-byte chunk for byte rates) and takes it. A new bucket starts full.
  */
 export interface TokenBucket {
@@ -322,7 +336,7 @@ export interface TokenBucket {
   readonly capacity: bigint;
 }
 
-/** The bucket of an xt_limit rule (legacy backend) with the given period and burst. */
+/** Returns the bucket of an xt_limit rule (legacy backend) with the given period and burst. */
 export function limitBucket(period: number, burst: number, hz = DEFAULT_HZ): TokenBucket {
   return {
     hz,
@@ -334,7 +348,7 @@ export function limitBucket(period: number, burst: number, hz = DEFAULT_HZ): Tok
   };
 }
 
-/** The per-entry bucket of an xt_hashlimit packet-rate rule (revision 3). */
+/** Returns the per-entry bucket of an xt_hashlimit packet-rate rule (revision 3). */
 export function hashlimitBucket(period: number, burst: number, hz = DEFAULT_HZ): TokenBucket {
   return {
     hz,

@@ -111,7 +111,7 @@ const LOG_LEVELS: Readonly<Record<string, number>> = {
   debug: 7,
 };
 const LOG_DEFAULT_LEVEL = 4;
-/** The kernel's prefix buffer holds 29 characters; iptables cuts longer prefixes. */
+/** The kernel's prefix buffer has room for 29 characters, and iptables cuts longer prefixes. */
 export const LOG_PREFIX_MAX_LENGTH = 29;
 const LOG_FLAGS = [
   "log-tcp-sequence",

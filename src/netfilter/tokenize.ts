@@ -60,7 +60,16 @@ export function tokenize(line: string): Token[] {
       i++;
       let closed = false;
       while (i < length) {
-        code = line.charCodeAt(i);
+        // Copy the run up to the next quote or backslash in one slice.
+        let end = i;
+        while (end < length) {
+          code = line.charCodeAt(end);
+          if (code === 34 || code === 92) break;
+          end++;
+        }
+        value += line.slice(i, end);
+        i = end;
+        if (i >= length) break;
         if (code === 92 && i + 1 < length) {
           value += line[i + 1];
           i += 2;

@@ -190,7 +190,7 @@ export class ConntrackMatch implements MatchInstance {
     if (maskText !== undefined) mask = parseMask(option, maskText, this.env, text);
     const length = maskPrefixLength(mask);
     // NOTE: iptables 1.8.9 prints nothing after the address when the mask has holes, so such a
-    // rule reads back as a host match although the kernel holds the mask.
+    // rule reads back as a host match although the kernel keeps the mask.
     const suffix = length === bits || length < 0 ? "" : `/${length}`;
     return `${formatAddress(address)}${suffix}`;
   }

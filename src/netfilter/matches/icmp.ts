@@ -95,7 +95,7 @@ const ICMP6_NAMES: readonly IcmpName[] = [
   ["redirect", 137, 0, 0xff],
 ];
 
-/** The names --icmp-type or --icmpv6-type accepts for a family. */
+/** Returns the names --icmp-type or --icmpv6-type accepts for a family. */
 export function icmpTypeNames(family: Family): readonly string[] {
   return (family === "ipv4" ? ICMP_NAMES : ICMP6_NAMES).map(([name]) => name);
 }

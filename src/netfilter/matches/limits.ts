@@ -77,7 +77,7 @@ export class LimitMatch implements MatchInstance {
   finish(): void {
     if (this.env.backend === "nft") {
       // iptables-nft stores the rate as printed (count per unit) and reads the period back
-      // from it; nf_tables turns a packet burst of 0 into its default of 5.
+      // from it. nf_tables turns a packet burst of 0 into its default of 5.
       const printed = printRate(this.period, LIMIT_SCALE);
       this.period = Math.floor((LIMIT_SCALE * printed.unitSeconds) / printed.count);
       if (this.burst === 0) this.burst = LIMIT_DEFAULT_BURST;
@@ -124,7 +124,7 @@ const MODES: ReadonlyArray<readonly [string, number]> = [
 ];
 /** The kernel caps htable size and max at this many entries (HASHLIMIT_MAX_SIZE). */
 const HASHLIMIT_MAX_SIZE = 1_048_576;
-/** The name buffer holds 255 characters; iptables cuts longer names. */
+/** The name buffer has room for 255 characters, and iptables cuts longer names. */
 const HASHLIMIT_NAME_MAX = 255;
 
 /** The hashlimit match. */

@@ -78,7 +78,7 @@ export function parseServicePort(option: string, text: string): number {
 }
 
 function parsePortRange(option: string, text: string, protocol: "tcp" | "udp"): [number, number] {
-  // libxt_tcp.c reads ports with its own parser (C numbers in base 0, tcp service names);
+  // libxt_tcp.c reads ports with its own parser (C numbers in base 0, tcp service names).
   // libxt_udp.c uses the generic port-range option type, which goes through getaddrinfo.
   const parse = (part: string): number =>
     protocol === "tcp" ? parsePort(option, part, "tcp") : parseServicePort(option, part);
@@ -322,7 +322,7 @@ const MULTIPORT_PROTOCOLS: Readonly<Record<number, "tcp" | "udp" | undefined>> =
   132: undefined,
   136: undefined,
 };
-/** A multiport match holds 15 ports; a range takes two of them (XT_MULTI_PORTS). */
+/** A multiport match has room for 15 ports, and a range takes two of them (XT_MULTI_PORTS). */
 const MULTIPORT_SLOTS = 15;
 
 /** The multiport match (revision 1: ranges and negation). */

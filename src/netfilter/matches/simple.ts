@@ -103,7 +103,7 @@ export class ConnlimitMatch implements MatchInstance {
     }
   }
 
-  /** A prefix length up to 128 (IPv4 counts anything above 32 as 32) or a contiguous mask. */
+  /** Parses a prefix length up to 128 (IPv4 counts anything above 32 as 32) or a contiguous mask. */
   private parseMask(option: string, text: string): number {
     const bits = addressBits(this.env.family);
     if (/^\d+$/.test(text)) return Math.min(parseUnsigned(option, text, 0, 128), bits);
@@ -255,8 +255,11 @@ export class RecentMatch implements MatchInstance {
       (this.seconds !== 0 || this.hitcount !== 0 || this.rttl) &&
       (this.command === "set" || this.command === "remove")
     ) {
+      let option = "rttl";
+      if (this.seconds !== 0) option = "seconds";
+      else if (this.hitcount !== 0) option = "hitcount";
       throw invalidRule(
-        this.seconds !== 0 ? "seconds" : this.hitcount !== 0 ? "hitcount" : "rttl",
+        option,
         "the kernel accepts --seconds, --hitcount and --rttl only with --rcheck or --update",
       );
     }
