@@ -8,7 +8,7 @@ import { describeTarget, formatAddress, type ResolvedConnection } from "./connec
 import type { HostEvent } from "./events";
 import { ChannelError, execOnClient, type CommandResult, type ExecOptions } from "./exec";
 import type { PooledConnection } from "./pool";
-import { renderCommand, scriptArgv, withSudo } from "./shell";
+import { quoteArgument, renderCommand, scriptArgv, withSudo } from "./shell";
 
 /** The connection, pool, event emitter and redactor that every command of one host handle uses. */
 export interface HostContext {
@@ -16,6 +16,8 @@ export interface HostContext {
   readonly pool: PooledConnection;
   readonly emit: (event: HostEvent) => void;
   readonly redact: (text: string) => string;
+  /** Whether the login shell runs POSIX sh scripts; known once the facts are read. */
+  readonly loginShell: { posix: boolean };
 }
 
 export interface CommandOptions {
@@ -44,7 +46,16 @@ export async function runCommand(
   options: CommandOptions & { display?: string } = {},
 ): Promise<CommandResult> {
   const command = renderCommand(withSudo(argv, ctx.conn.sudo));
-  const display = options.display ?? command;
+  return runCommandLine(ctx, command, options.display ?? command, options);
+}
+
+/** Runs a command line, as the login shell reads it, with events and classified errors. */
+async function runCommandLine(
+  ctx: HostContext,
+  command: string,
+  display: string,
+  options: CommandOptions,
+): Promise<CommandResult> {
   const id = nextCommandId++;
   const base = { host: formatAddress(ctx.conn.host, ctx.conn.port), user: ctx.conn.user };
   const timeoutMs = options.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
@@ -93,10 +104,16 @@ export function runScript(
   args: readonly string[],
   options: CommandOptions = {},
 ): Promise<CommandResult> {
-  return runCommand(ctx, scriptArgv(script, name, args), {
-    ...options,
-    display: ctx.conn.sudo ? `sudo ${name}` : name,
-  });
+  if (ctx.conn.sudo || !ctx.loginShell.posix) {
+    return runCommand(ctx, scriptArgv(script, name, args), {
+      ...options,
+      display: ctx.conn.sudo ? `sudo ${name}` : name,
+    });
+  }
+  // A POSIX login shell runs the script itself: one process fewer than `sh -c`, which counts
+  // on a loaded host. The arguments are quoted as for any command line.
+  const commandLine = `set -- ${args.map(quoteArgument).join(" ")}\n${script}`;
+  return runCommandLine(ctx, commandLine, name, options);
 }
 
 /** COMMAND_FAILED for a command that exited non-zero, with a hint for the usual causes. */

@@ -38,6 +38,8 @@ export interface HostFacts {
   readonly conntrackSizingWritable: boolean;
   /** The kernel release (`uname -r`). */
   readonly kernel: string;
+  /** The login shell of the connection's user (`$SHELL`), which runs every command line. */
+  readonly loginShell: string;
   /** Save and restore programs per family; ipv6 is absent when `ip6tables` is false. */
   readonly binaries: { readonly ipv4: TableBinaries; readonly ipv6?: TableBinaries };
   /** Helper programs that table changes need. */
@@ -84,6 +86,7 @@ for p in ${PROGRAMS.join(" ")}; do
   found=$(command -v "$p" 2>/dev/null) && fact "path.$p" "$found"
 done
 fact kernel "$(uname -r 2>/dev/null)"
+fact login.shell "\${SHELL:-}"
 fact iptables.version "$(iptables -V 2>&1 | head -n 1)"
 fact ip6tables.version "$(ip6tables -V 2>&1 | head -n 1)"
 [ -e /proc/net/if_inet6 ] && fact ipv6.kernel yes
@@ -180,6 +183,7 @@ export function parseFacts(output: string, where: string): HostFacts {
     conntrackModule: values.get("module.conntrack") === "yes",
     conntrackSizingWritable: values.get("conntrack.sizing") === "writable",
     kernel: values.get("kernel") ?? "",
+    loginShell: values.get("login.shell") ?? "",
     binaries: ip6tables ? { ipv4, ipv6: ipv6Binaries } : { ipv4 },
     tools: {
       flock: path("flock") !== undefined,
@@ -217,4 +221,12 @@ function binariesFor(
   const restore = path(`${command}-${backend}-restore`) ?? path(`${command}-restore`);
   if (save === undefined || restore === undefined) return undefined;
   return { save, restore };
+}
+
+/** Login shells that run a POSIX sh script as sh does. */
+const POSIX_SHELLS = new Set(["sh", "bash", "dash", "ash", "ksh", "ksh93", "mksh", "busybox"]);
+
+/** Tells whether the login shell can run the library's scripts directly, without `sh -c`. */
+export function isPosixShell(loginShell: string): boolean {
+  return POSIX_SHELLS.has(loginShell.slice(loginShell.lastIndexOf("/") + 1));
 }

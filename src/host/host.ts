@@ -27,7 +27,7 @@ import {
 import { dialError } from "./dial-errors";
 import { eventEmitter, secretRedactor, type HostEventListener } from "./events";
 import type { CommandResult } from "./exec";
-import { FACTS_SCRIPT, parseFacts, type HostFacts } from "./facts";
+import { FACTS_SCRIPT, isPosixShell, parseFacts, type HostFacts } from "./facts";
 import { readFile, writeFileAtomic } from "./files";
 import { fingerprint, formatPublicKey, parsePublicKey, sameKey } from "./host-key";
 import { DEFAULT_POOL_SETTINGS, PooledConnection } from "./pool";
@@ -88,6 +88,7 @@ export interface Host {
 interface SharedHost {
   readonly pool: PooledConnection;
   readonly state: TableState;
+  readonly loginShell: { posix: boolean };
   facts?: { readonly connection: number; readonly value: Promise<HostFacts> };
 }
 
@@ -123,7 +124,7 @@ export async function getHost(
   const sharedKey = `${poolKey}${conn.sudo ? " sudo" : ""}`;
   let shared = sharedHosts.get(sharedKey);
   if (shared === undefined) {
-    shared = { pool, state: { snapshots: new Map() } };
+    shared = { pool, state: { snapshots: new Map() }, loginShell: { posix: false } };
     sharedHosts.set(sharedKey, shared);
   }
 
@@ -142,7 +143,7 @@ export async function getHost(
     }
   }
 
-  const ctx: HostContext = { conn, pool, emit, redact };
+  const ctx: HostContext = { conn, pool, emit, redact, loginShell: shared.loginShell };
   const hostState = shared;
   return {
     address: formatAddress(conn.host, conn.port),
@@ -187,6 +188,7 @@ async function loadFacts(ctx: HostContext, shared: SharedHost): Promise<HostFact
 async function fetchFacts(ctx: HostContext): Promise<HostFacts> {
   const result = await runScript(ctx, "read facts", FACTS_SCRIPT, []);
   const facts = parseFacts(result.stdout, describeTarget(ctx.conn));
+  ctx.loginShell.posix = isPosixShell(facts.loginShell);
   if (facts.otherBackendHasRules) {
     const other = facts.backend === "nft" ? "iptables-legacy" : "iptables-nft";
     ctx.emit({

@@ -310,6 +310,15 @@ describe("files", () => {
     expect((await lab.exec(labHost, ["test", "-e", "/run/pwned-file"])).code).toBe(1);
   });
 
+  it("passes a hostile path literally", async () => {
+    await host.facts();
+    const path = `/run/odd name $(touch /run/pwned-path) \`x\`; 'q' "d"`;
+    expect(await host.writeFileAtomic(path, "content\n")).toBe(true);
+    expect(await host.readFile(path)).toBe("content\n");
+    expect((await lab.exec(labHost, ["cat", path])).stdout).toBe("content\n");
+    expect((await lab.exec(labHost, ["test", "-e", "/run/pwned-path"])).code).toBe(1);
+  });
+
   it("rejects a relative path", async () => {
     let error: unknown;
     try {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { hasErrorCode } from "../../src/errors";
-import { binariesOf, parseFacts } from "../../src/host/facts";
+import { binariesOf, isPosixShell, parseFacts } from "../../src/host/facts";
 
 const ALL_PROGRAMS = [
   "iptables",
@@ -25,7 +25,7 @@ const ALL_PROGRAMS = [
   .join("\n");
 
 function output(lines: string): string {
-  return `${ALL_PROGRAMS}\nkernel=6.1.0\n${lines}\n`;
+  return `${ALL_PROGRAMS}\nkernel=6.1.0\nlogin.shell=/bin/bash\n${lines}\n`;
 }
 
 describe("parseFacts", () => {
@@ -45,6 +45,7 @@ describe("parseFacts", () => {
       "h",
     );
     expect(facts.iptablesVersion).toBe("1.8.9");
+    expect(facts.loginShell).toBe("/bin/bash");
     expect(facts.backend).toBe("nft");
     expect(facts.init).toBe("systemd");
     expect(facts.hashlimitModule).toBe(true);
@@ -134,5 +135,17 @@ describe("parseFacts", () => {
     expect((error as Error).message).toMatch(
       /iptables is not installed on web-3.*install the iptables package/,
     );
+  });
+});
+
+describe("isPosixShell", () => {
+  it("accepts sh-like shells only", () => {
+    expect(isPosixShell("/bin/bash")).toBe(true);
+    expect(isPosixShell("/bin/sh")).toBe(true);
+    expect(isPosixShell("/usr/bin/dash")).toBe(true);
+    expect(isPosixShell("/usr/bin/fish")).toBe(false);
+    expect(isPosixShell("/bin/tcsh")).toBe(false);
+    expect(isPosixShell("/usr/bin/zsh")).toBe(false);
+    expect(isPosixShell("")).toBe(false);
   });
 });
