@@ -49,7 +49,7 @@ import type {
 } from "./model";
 import { formatProtocol, parseProtocol } from "./protocols";
 import { LogTarget, RejectTarget, UNSUPPORTED_TARGETS, VerdictTarget } from "./targets";
-import { splitArgs } from "./tokenize";
+import { splitArgs, tokenize } from "./tokenize";
 import type { RuleContext } from "./types";
 
 type MatchFactory = (env: RuleEnv) => MatchInstance;
@@ -214,10 +214,13 @@ class RuleReader {
   readonly rule: ParsedRule;
   readonly env: RuleEnv;
 
-  constructor(
-    private readonly tokens: string[],
-    context: Required<RuleContext>,
-  ) {
+  private readonly tokens: string[];
+  private readonly quoted: readonly boolean[] | undefined;
+
+  constructor(spec: SpecTokens, context: Required<RuleContext>) {
+    const tokens = spec.values;
+    this.tokens = tokens;
+    this.quoted = spec.quoted;
     const command = tokens[0];
     const chain = tokens[1];
     if (command !== "-A" && command !== "--append") {
@@ -248,8 +251,9 @@ class RuleReader {
   read(): ParsedRule {
     let invert = false;
     while (this.index < this.tokens.length) {
+      const quoted = this.quoted?.[this.index] === true;
       const token = this.tokens[this.index++];
-      if (token === "!") {
+      if (token === "!" && !quoted) {
         if (invert) throw ruleError("RULE_SYNTAX", "!", 'two "!" in a row; negate an option once');
         invert = true;
         continue;
@@ -312,16 +316,21 @@ class RuleReader {
     return this.rule;
   }
 
-  /** Returns the value of the current option: the attached one, else the next token. */
-  private takeValue(spelled: string): string {
+  /**
+   * Returns the value of the current option: the attached one, else the next token. A bare "!"
+   * is a value only for match and target options, which iptables passes it to unchanged; after
+   * -s, -d, -i, -o and -p it is the old negation syntax, which iptables rejects.
+   */
+  private takeValue(spelled: string, generic = true): string {
     if (this.attached !== undefined) {
       const value = this.attached;
       this.attached = undefined;
       return value;
     }
+    const quoted = this.quoted?.[this.index] === true;
     const value = this.tokens[this.index++];
     if (value === undefined) throw ruleError("RULE_SYNTAX", spelled, `${spelled} needs a value`);
-    if (value === "!") {
+    if (value === "!" && !quoted && generic) {
       throw ruleError(
         "RULE_SYNTAX",
         spelled,
@@ -452,7 +461,7 @@ class RuleReader {
       throw ruleError("RULE_SYNTAX", option, `${spelled} takes no value`);
     }
     const args: string[] = [];
-    for (let i = 0; i < spec.args; i++) args.push(this.takeValue(spelled));
+    for (let i = 0; i < spec.args; i++) args.push(this.takeValue(spelled, false));
     owner.option(spec, args, invert);
   }
 
@@ -671,9 +680,21 @@ function resolveContext(context: RuleContext | undefined): Required<RuleContext>
   return { family, table, backend };
 }
 
-function tokenizeSpec(spec: string): string[] {
+/** The tokens of a rule, and which of them were quoted (undefined when none was). */
+interface SpecTokens {
+  readonly values: string[];
+  readonly quoted?: readonly boolean[];
+}
+
+function tokenizeSpec(spec: string): SpecTokens {
   try {
-    return splitArgs(spec);
+    // A quoted "!" is a value, not a negation, so quoting matters where the text has quotes.
+    if (spec.indexOf('"') < 0) return { values: splitArgs(spec) };
+    const tokens = tokenize(spec);
+    return {
+      values: tokens.map((token) => token.value),
+      quoted: tokens.map((token) => token.quoted),
+    };
   } catch (error) {
     throw new IptablesError(
       "RULE_SYNTAX",
