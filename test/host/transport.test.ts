@@ -103,6 +103,16 @@ describe("authentication", () => {
     expect(result.code).toBe(0);
   });
 
+  it("works over IPv6", async () => {
+    const host = await getHost({
+      host: nft.ipv6,
+      privateKey: nft.privateKey,
+      hostKey: nft.hostKey,
+    });
+    expect(host.address).toBe(`[${nft.ipv6}]:22`);
+    expect((await host.run(["id", "-un"])).stdout.trim()).toBe("root");
+  });
+
   it("works with an encrypted private key", async () => {
     const host = await getHost({
       host: nft.ipv4,
