@@ -81,6 +81,7 @@ const ROOT_FILES: Readonly<Record<string, string>> = {
 
 /** Units that only slow the boot or log noise on a disposable host. */
 const MASKED_UNITS = [
+  "e2scrub_reap.service",
   "apt-daily.timer",
   "apt-daily-upgrade.timer",
   "dpkg-db-backup.timer",

@@ -201,40 +201,66 @@ export class BootVm {
     const started = Date.now();
     // The connection may drop before ssh reports the exit status, so the status is not checked.
     await this.exec(["systemctl", "reboot"], { timeoutMs: 30_000 });
+    // The shared connection dies with the guest; a new one must not wait on the old one.
+    await this.closeSsh();
     return this.waitForBoot(started, before);
   }
 
   /**
    * Runs `argv` in the guest as root over ssh. Arguments are quoted for the guest's shell, so
-   * each reaches the program unchanged.
+   * each reaches the program unchanged. Calls share one SSH connection (OpenSSH connection
+   * sharing), because a new handshake takes seconds under software emulation.
    */
   async exec(argv: readonly string[], options: LocalOptions = {}): Promise<LocalResult> {
     const command = argv.map(shellQuote).join(" ");
-    return runLocal(
-      [
-        "ssh",
-        "-q",
-        "-i",
-        this.root.privateKeyPath,
-        "-p",
-        String(this.port),
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ConnectTimeout=10",
-        "-o",
-        `UserKnownHostsFile=${join(this.stateDir, "known_hosts")}`,
-        "-o",
-        "StrictHostKeyChecking=yes",
-        `${this.user}@${this.host}`,
-        command,
-      ],
-      { allowFailure: true, timeoutMs: 60_000, ...options },
-    );
+    return runLocal([...this.sshArgv(), `${this.user}@${this.host}`, command], {
+      allowFailure: true,
+      timeoutMs: 60_000,
+      ...options,
+    });
+  }
+
+  private sshArgv(): string[] {
+    return [
+      "ssh",
+      "-q",
+      "-i",
+      this.root.privateKeyPath,
+      "-p",
+      String(this.port),
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "ConnectTimeout=10",
+      "-o",
+      "ServerAliveInterval=5",
+      "-o",
+      "ServerAliveCountMax=2",
+      "-o",
+      `UserKnownHostsFile=${join(this.stateDir, "known_hosts")}`,
+      "-o",
+      "StrictHostKeyChecking=yes",
+      "-o",
+      "ControlMaster=auto",
+      "-o",
+      `ControlPath=${join(this.stateDir, "ssh.sock")}`,
+      "-o",
+      "ControlPersist=120",
+    ];
+  }
+
+  /** Ends the shared SSH connection, if one is open. */
+  private async closeSsh(): Promise<void> {
+    if (this.portNumber === undefined || !existsSync(join(this.stateDir, "ssh.sock"))) return;
+    await runLocal([...this.sshArgv(), "-O", "exit", `${this.user}@${this.host}`], {
+      allowFailure: true,
+      timeoutMs: 10_000,
+    });
   }
 
   /** Ends qemu (SIGTERM, then SIGKILL after 10 s) and removes the disk layer and logs. */
   async stop(): Promise<void> {
+    await this.closeSsh();
     const child = this.child;
     const exited = this.exited;
     this.child = undefined;
