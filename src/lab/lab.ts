@@ -387,6 +387,9 @@ async function spawnSshd(request: SpawnSshdRequest): Promise<number> {
     "set -e",
     `mount -t overlay overlay -o lowerdir=/etc,upperdir=${hostDir}/upper,workdir=${hostDir}/work /etc`,
     "mount -t tmpfs -o mode=0755 tmpfs /run",
+    // A fresh home for root: this machine's own shell start-up files (a pyenv rehash, say) must
+    // not run, or contend for locks, in every SSH session of every lab host.
+    "mount -t tmpfs -o mode=0700 tmpfs /root",
     // sshd exits at once unless its privilege separation folder exists.
     "mkdir -p /run/sshd /run/home",
     `hostname ${request.name}`,
