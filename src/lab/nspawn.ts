@@ -109,12 +109,12 @@ export interface BootRoot {
   readonly initrdPath: string;
 }
 
-/** Where boot roots and VM images are cached. Override with PULUMI_IPTABLES_BOOT_CACHE. */
+/** Returns the cache folder of boot roots and VM images (PULUMI_IPTABLES_BOOT_CACHE overrides it). */
 export function bootCacheDir(): string {
   return process.env.PULUMI_IPTABLES_BOOT_CACHE ?? "/var/cache/pulumi-iptables";
 }
 
-/** Where running containers and VMs keep their overlays and logs. */
+/** Returns the folder of running containers' and VMs' overlays and logs. */
 export function bootStateDir(): string {
   return process.env.PULUMI_IPTABLES_BOOT_STATE ?? "/var/lib/pulumi-iptables-boot";
 }
@@ -235,7 +235,7 @@ async function buildRoot(dir: string): Promise<void> {
 }
 
 /**
- * The Debian mirror this machine's apt uses (the first deb822 or one-line source of the
+ * Returns the Debian mirror this machine's apt uses (the first deb822 or one-line source of the
  * Debian archive), so the build reaches only what apt already reaches.
  */
 export function debianMirror(): string {
@@ -343,7 +343,7 @@ export interface ContainerOptions {
   readonly root: BootRoot;
   /** The lab whose bridge the container joins; its guard routes cover the container's address. */
   readonly lab: Lab;
-  /** Which of the lab's container addresses to take, 0 to 4. @default 0 */
+  /** Index of the lab's container address to take, 0 to 4. @default 0 */
   readonly slot?: number;
 }
 
@@ -530,7 +530,7 @@ export class BootContainer {
     ].join("\n");
   }
 
-  /** PID 1 of the container, as this machine sees it: the child of systemd-nspawn that runs systemd. */
+  /** Returns the PID, in this machine's PID namespace, of the container's PID 1 (systemd). */
   private leaderPid(): number {
     const nspawn = this.child?.pid;
     if (nspawn === undefined || this.child?.exitCode !== null) {
@@ -606,7 +606,10 @@ export async function waitForSshBanner(
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (gaveUp())
-      throw new IptablesError("LAB_SETUP", "the boot process exited before sshd answered");
+      throw new IptablesError(
+        "LAB_SETUP",
+        "the boot process exited before sshd accepted connections",
+      );
     if (await readsSshBanner(address, port)) return;
     await sleep(100);
   }

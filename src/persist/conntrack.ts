@@ -53,7 +53,7 @@ export function sizingWarning(max: number, buckets: number): string | undefined 
 }
 
 /**
- * Renders the boot files for `desired`. `bucketsSysctlWritable` tells whether the buckets
+ * Renders the boot files for `desired`. `bucketsSysctlWritable` is whether the buckets
  * sysctl can be written on this host; when not, only modprobe.d carries the bucket count.
  * Returns the files to write; the others of `CONNTRACK_PATHS` are to be removed.
  */

@@ -9,7 +9,7 @@
 import { IptablesError, quoteForMessage } from "../errors";
 import type { Family } from "../netfilter/types";
 
-/** The folder that holds one folder per boot job. */
+/** The folder that contains one folder per boot job. */
 export const PERSIST_ROOT = "/etc/pulumi-iptables";
 
 /** The paths of one boot job. */

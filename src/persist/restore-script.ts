@@ -25,7 +25,7 @@ import { IptablesError, quoteForMessage } from "../errors";
 import type { Family } from "../netfilter/types";
 import { HOST_LOCK_DIRECTORY } from "./paths";
 
-/** How the boot job restores one family. */
+/** The programs and rules file of one family's restore. */
 export interface RestoreJob {
   readonly family: Family;
   /** The family's rules file. */

@@ -7,7 +7,7 @@
  * sysinit.target completes, so it needs `After=local-fs.target` for /etc and /run to be there.
  * `After=systemd-modules-load.service` lets the modules listed in /etc/modules-load.d, such as
  * nf_conntrack, and the sysctl values that depend on them be in place first.
- * `RemainAfterExit=yes` keeps the unit active after the restore, so `systemctl is-active` tells
+ * `RemainAfterExit=yes` keeps the unit active after the restore, so `systemctl is-active` shows
  * whether the rules were restored in this boot.
  */
 import { IptablesError } from "../errors";

@@ -1,7 +1,7 @@
 /**
  * The upstart job that restores the managed rules at boot, for hosts such as Ubuntu 14.04.
  *
- * Upstart holds a job that emits `starting X` until every task started by that event has
+ * Upstart blocks a job that emits `starting X` until every task started by that event has
  * finished (init(5), "starting"), so starting on the network jobs' `starting` events keeps
  * interfaces down until the rules are in. Which of those jobs exists differs between releases,
  * so the job starts on any of them; a second run is harmless because the restore script is

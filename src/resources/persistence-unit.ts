@@ -2,7 +2,7 @@
  * `PersistenceUnit`: the boot-time restore of managed rules on one host.
  *
  * It owns one boot job: a systemd unit (`pulumi-iptables-NAME.service`) or an upstart job
- * (`/etc/init/pulumi-iptables-NAME.conf`) and its folder /etc/pulumi-iptables/NAME, which holds
+ * (`/etc/init/pulumi-iptables-NAME.conf`) and its folder /etc/pulumi-iptables/NAME, which contains
  * a rules file per family and the restore script. The rules files are rendered from the given
  * resources' outputs (the rules as read back from the host), never from a dump of the live
  * tables, so Docker's or fail2ban's rules are never captured. It never changes live rules: the
@@ -23,7 +23,7 @@ export interface PersistenceUnitArgs {
   readonly connection: pulumi.Input<ConnectionArgs>;
   /**
    * The host's init system. "auto" reads it from the host: systemd when /run/systemd/system
-   * exists, upstart when `initctl version` says so; any other host fails with INIT_UNSUPPORTED.
+   * exists, upstart when `initctl version` reports upstart; any other host fails with INIT_UNSUPPORTED.
    * @default "auto"
    */
   readonly init?: pulumi.Input<"auto" | "systemd" | "upstart">;

@@ -57,7 +57,7 @@ async function run(argv: string[]): Promise<string> {
   return result.stdout;
 }
 
-/** The managed lines of both families, in kernel order. */
+/** Reads the managed lines of both families, in kernel order. */
 async function managedLines(): Promise<string[]> {
   const lines: string[] = [];
   for (const save of ["iptables-save", "ip6tables-save"]) {
@@ -81,7 +81,8 @@ async function reboot(label: string): Promise<void> {
   timings[`${label}BootedMs`] = timing.bootedMs;
 }
 
-describe("boot persistence in a systemd-nspawn container", () => {
+// Operations take seconds; on a loaded machine some take over a minute.
+describe("boot persistence in a systemd-nspawn container", { timeout: 180_000 }, () => {
   it("boots to SSH within seconds", () => {
     expect(timings.firstBootToSshMs).toBeLessThan(15_000);
   });

@@ -74,7 +74,7 @@ async function run(argv: string[]): Promise<string> {
   return result.stdout;
 }
 
-/** The conntrack values the tests look at, read in the guest. */
+/** Reads the conntrack values the tests check, in the guest. */
 async function sysctls(): Promise<Record<string, number>> {
   const keys = [
     "net.netfilter.nf_conntrack_max",

@@ -2,7 +2,7 @@
  * ConntrackSysctl and PersistenceUnit on lab hosts, through the engine harness. A lab host is a
  * network namespace without an init system, as a container on a real fleet is: conntrack sizing
  * is read-only there and there is nothing to install a boot job into, so these tests cover the
- * errors that say so, and the per-namespace settings that do work there. Sizing and boot jobs
+ * errors that report it, and the per-namespace settings that do work there. Sizing and boot jobs
  * on hosts that really boot are covered in test/boot.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

@@ -291,7 +291,7 @@ function desiredOf(props: Props): ConntrackSettings {
   };
 }
 
-/** The desired values by full key. */
+/** Returns the desired values by full key. */
 function desiredValues(desired: ConntrackSettings): Record<string, number> {
   const values: Record<string, number> = { ...(desired.settings ?? {}) };
   if (desired.max !== undefined) values[CONNTRACK_MAX_KEY] = desired.max;

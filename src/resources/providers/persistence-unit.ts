@@ -198,11 +198,7 @@ async function install(host: Host, inputs: Props, olds: Props | undefined): Prom
   };
 }
 
-function resolveInit(
-  init: string,
-  facts: HostFacts,
-  address: string,
-): "systemd" | "upstart" {
+function resolveInit(init: string, facts: HostFacts, address: string): "systemd" | "upstart" {
   if (init === "systemd" || init === "upstart") return init;
   const detected = facts.init;
   if (detected === "other") {
