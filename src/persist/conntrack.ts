@@ -7,6 +7,9 @@
  * The bucket count also goes to modprobe.d as `options nf_conntrack hashsize=`, which sizes the
  * table when the module loads and is the only way to set it where the buckets sysctl is
  * read-only (kernels before it became writable).
+ *
+ * NOTE: on upstart hosts the module is loaded at boot only if the distribution's kmod job reads
+ * /etc/modules-load.d; the boot tests cover systemd hosts only.
  */
 import { renderModprobeOptions, renderModulesLoad } from "./modules";
 import { MODPROBE_PATH, MODULES_LOAD_PATH, SYSCTL_PATH } from "./paths";
