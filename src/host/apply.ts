@@ -55,8 +55,12 @@ export interface ApplyResult {
 }
 
 export const DEFAULT_CONFIRM_TIMEOUT_SECONDS = 20;
-/** Compare-and-swap attempts before APPLY_CONFLICT; each attempt is one round trip. */
-const MAX_APPLY_ATTEMPTS = 10;
+/**
+ * Compare-and-swap attempts before APPLY_CONFLICT. Each attempt is one round trip, and from the
+ * second conflict on a random backoff of up to 2 s lets another process's burst of writes drain,
+ * which the next attempt would otherwise lose again and again.
+ */
+const MAX_APPLY_ATTEMPTS = 30;
 
 /** The per-host state an apply reads and updates. */
 export interface TableState {
@@ -125,19 +129,23 @@ export async function applyTableChange(
       });
 
       switch (outcome.status) {
-        case "conflict":
+        case "conflict": {
+          const delayMs =
+            attempt < 2 ? 0 : Math.round(Math.random() * Math.min(2000, 50 * 2 ** attempt));
           ctx.emit({
             kind: "retry",
             host: formatAddress(ctx.conn.host, ctx.conn.port),
             user: ctx.conn.user,
             operation: "apply",
             attempt,
-            delayMs: 0,
+            delayMs,
             reason: `the ${family} ${table} table changed since it was read; planning again`,
           });
+          if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
           snapshot = outcome.current;
           fresh = true;
           continue;
+        }
         case "unchanged":
           state.snapshots.set(key, snapshot);
           return { before: snapshot.table, after: snapshot.table, plan, changed: false };

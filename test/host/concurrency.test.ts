@@ -74,7 +74,11 @@ describe.each(["nft", "legacy"] as const)("concurrent writers on %s", (backend) 
 
     expect(results.every((result) => result.changed)).toBe(true);
     for (const outcome of outcomes) {
-      expect(outcome.code, outcome.stderr).toBe(0);
+      expect(
+        outcome.code,
+        JSON.stringify(outcome.lines.filter((line) => (line as { error?: unknown }).error)) +
+          outcome.stderr,
+      ).toBe(0);
       expect(
         outcome.lines.some((line) => (line as { result?: unknown }).result !== undefined),
       ).toBe(true);
