@@ -99,6 +99,13 @@ describe("boot persistence in a systemd-nspawn container", { timeout: 180_000 },
       `/etc/systemd/system/${JOB}.service`,
     ]);
     expect(verify.stdout + verify.stderr).toBe("");
+    const unit = await run(["cat", `/etc/systemd/system/${JOB}.service`]);
+    expect(unit).toContain(
+      "/usr/sbin/iptables-nft-save /usr/sbin/iptables-nft-restore --noflush --wait\n",
+    );
+    expect(unit).toContain(
+      "/usr/sbin/ip6tables-nft-save /usr/sbin/ip6tables-nft-restore --noflush --wait\n",
+    );
     expect(await run(["cat", `/etc/pulumi-iptables/boot-nspawn-web-persist/rules.v4`])).toContain(
       "--hashlimit-upto 50/sec",
     );
