@@ -176,3 +176,25 @@ describe("boot persistence in a systemd-nspawn container", { timeout: 180_000 },
     expect((await run(["systemctl", "--failed", "--no-legend", "--plain"])).trim()).toBe("");
   });
 });
+
+describe("boot persistence with iptables-legacy", { timeout: 180_000 }, () => {
+  it("restores the rules with the legacy programs after a reboot", async () => {
+    for (const name of ["iptables", "ip6tables"]) {
+      await run(["update-alternatives", "--set", name, `/usr/sbin/${name}-legacy`]);
+    }
+    await deployment.up(recipe());
+    const unit = await run(["cat", `/etc/systemd/system/${JOB}.service`]);
+    expect(unit).toContain("/usr/sbin/iptables-legacy-restore --noflush --wait\n");
+    const before = await managedLines();
+    expect(before).toHaveLength(8);
+
+    await reboot("legacyReboot");
+
+    expect(await managedLines()).toEqual(before);
+    const nft = await run(["iptables-nft-save"]);
+    expect(nft).not.toContain("pulumi-iptables:");
+    expect((await run(["systemctl", "is-active", `${JOB}.service`])).trim()).toBe("active");
+    expect((await run(["systemctl", "--failed", "--no-legend", "--plain"])).trim()).toBe("");
+    await deployment.destroy();
+  });
+});
