@@ -49,7 +49,7 @@ import type {
 } from "./model";
 import { formatProtocol, parseProtocol } from "./protocols";
 import { LogTarget, RejectTarget, UNSUPPORTED_TARGETS, VerdictTarget } from "./targets";
-import { splitArgs, tokenize } from "./tokenize";
+import { splitArgsQuoted, type SplitLine } from "./tokenize";
 import type { RuleContext } from "./types";
 
 type MatchFactory = (env: RuleEnv) => MatchInstance;
@@ -680,21 +680,12 @@ function resolveContext(context: RuleContext | undefined): Required<RuleContext>
   return { family, table, backend };
 }
 
-/** The tokens of a rule, and which of them were quoted (undefined when none was). */
-interface SpecTokens {
-  readonly values: string[];
-  readonly quoted?: readonly boolean[];
-}
+type SpecTokens = SplitLine;
 
 function tokenizeSpec(spec: string): SpecTokens {
   try {
-    // A quoted "!" is a value, not a negation, so quoting matters where the text has quotes.
-    if (spec.indexOf('"') < 0) return { values: splitArgs(spec) };
-    const tokens = tokenize(spec);
-    return {
-      values: tokens.map((token) => token.value),
-      quoted: tokens.map((token) => token.quoted),
-    };
+    // A quoted "!" is a value, not a negation, so the quoting of each token matters.
+    return splitArgsQuoted(spec);
   } catch (error) {
     throw new IptablesError(
       "RULE_SYNTAX",

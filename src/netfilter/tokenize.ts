@@ -103,6 +103,25 @@ export function tokenize(line: string): Token[] {
   return tokens;
 }
 
+/** Token values of a line and, when the line has quotes, which of them were quoted. */
+export interface SplitLine {
+  readonly values: string[];
+  readonly quoted?: readonly boolean[];
+}
+
+/** Splits one line of rule text into token values and their quoting. See `tokenize`. */
+export function splitArgsQuoted(line: string): SplitLine {
+  if (line.indexOf('"') < 0) return { values: splitArgs(line) };
+  const tokens = tokenize(line);
+  const values: string[] = new Array<string>(tokens.length);
+  const quoted: boolean[] = new Array<boolean>(tokens.length);
+  for (let i = 0; i < tokens.length; i++) {
+    values[i] = tokens[i].value;
+    quoted[i] = tokens[i].quoted;
+  }
+  return { values, quoted };
+}
+
 /** Splits one line of rule text into token values. See `tokenize`. */
 export function splitArgs(line: string): string[] {
   // Most lines of a dump have no quotes and single spaces, which a plain split handles.

@@ -215,10 +215,15 @@ function matchArb(
       }),
     fc
       .string({
-        unit: fc.constantFrom("a", "b", " ", ":", "/", "-", "'", '"', "\\", "é"),
+        unit: fc.constantFrom("a", "b", " ", "!", ":", "/", "-", "'", '"', "\\", "é"),
         maxLength: 12,
       })
-      .map((text) => `-m comment --comment "${text.replace(/["'\\]/g, (ch) => `\\${ch}`)}"`),
+      .map((text) =>
+        // A bare "!" after an option is its value for iptables-restore.
+        text === "!"
+          ? "-m comment --comment !"
+          : `-m comment --comment "${text.replace(/["'\\]/g, (ch) => `\\${ch}`)}"`,
+      ),
     fc
       .tuple(
         bang,

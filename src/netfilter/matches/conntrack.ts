@@ -39,11 +39,28 @@ const STATUSES: ReadonlyArray<readonly [string, number]> = [
   ["CONFIRMED", 1 << 3],
 ];
 
+/** Parsed lists by option and text; state lists repeat across a rule set. */
+const LIST_CACHE = new Map<string, number>();
+
 function parseList(
   option: string,
   text: string,
   names: ReadonlyArray<readonly [string, number]>,
   extra: Record<string, number> = {},
+): number {
+  const key = `${option}\u0000${text}`;
+  const cached = LIST_CACHE.get(key);
+  if (cached !== undefined) return cached;
+  const mask = parseListUncached(option, text, names, extra);
+  if (LIST_CACHE.size < 10_000) LIST_CACHE.set(key, mask);
+  return mask;
+}
+
+function parseListUncached(
+  option: string,
+  text: string,
+  names: ReadonlyArray<readonly [string, number]>,
+  extra: Record<string, number>,
 ): number {
   let mask = 0;
   for (const item of text.split(",")) {
