@@ -62,6 +62,7 @@ async function runCommandLine(
   const execOptions: ExecOptions = { input: options.input, timeoutMs, onStdout: options.onStdout };
 
   ctx.emit({ kind: "command-start", ...base, id, command: display });
+  const started = Date.now();
   let result: CommandResult;
   try {
     result =
@@ -76,7 +77,7 @@ async function runCommandLine(
       id,
       command: display,
       exitCode: null,
-      durationMs: 0,
+      durationMs: Date.now() - started,
       stderrTail: failure.message,
     });
     throw failure;
