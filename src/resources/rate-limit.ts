@@ -113,8 +113,8 @@ export interface RateLimitArgs {
   /**
    * Restores the chain and rules at boot with a PersistenceUnit: true, the unit's `init` and
    * `jobName`, or false for none. On a host that runs neither systemd nor upstart, true fails
-   * with INIT_UNSUPPORTED.
-   * @default false
+   * with INIT_UNSUPPORTED, which says to set `persist: false`.
+   * @default true
    */
   readonly persist?: boolean | Pick<PersistenceUnitArgs, "init" | "jobName">;
 }
@@ -155,10 +155,8 @@ export class RateLimit extends pulumi.ComponentResource {
         { parent: this },
       );
     }
-    // NOTE: the public contract has persist on by default; it stays off until the RateLimit
-    // tests on lab hosts, which have no init system, set persist: false.
-    if (args.persist !== undefined && args.persist !== false) {
-      const options = args.persist === true ? {} : args.persist;
+    if (args.persist !== false) {
+      const options = args.persist === undefined || args.persist === true ? {} : args.persist;
       this.persistence = new PersistenceUnit(
         `${name}-persist`,
         {
