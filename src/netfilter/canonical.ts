@@ -114,6 +114,7 @@ const SHORT_GENERIC: Readonly<Record<string, string>> = {
   "-m": "match",
   "-j": "jump",
   "-g": "goto",
+  "-c": "set-counters",
 };
 const SHORT_WITH_VALUE = new Set(["-s", "-d", "-i", "-o", "-p", "-m", "-j", "-g"]);
 
@@ -156,7 +157,7 @@ const LONG_GENERIC: ReadonlyArray<readonly [string, string | undefined]> = [
   ["help", undefined],
   ["line-numbers", undefined],
   ["modprobe", undefined],
-  ["set-counters", undefined],
+  ["set-counters", "set-counters"],
   ["goto", "goto"],
   ["ipv4", undefined],
   ["ipv6", undefined],
@@ -187,6 +188,7 @@ const GENERIC_BITS: Readonly<Record<string, number>> = {
   match: 64,
   jump: 128,
   goto: 256,
+  "set-counters": 512,
 };
 const NO_ADDRESSES: string[] = [];
 
@@ -401,6 +403,22 @@ class RuleReader {
           );
         }
         this.rule.protocol = { number, invert };
+        break;
+      }
+      case "set-counters": {
+        // Initial counters (-c PACKETS BYTES) are not part of the rule: iptables-save prints them
+        // only with -c, before "-A".
+        if (invert) throw ruleError("RULE_SYNTAX", spelled, `"!" cannot negate ${spelled}`);
+        for (const what of ["packets", "bytes"]) {
+          const value = this.takeValue(spelled);
+          if (!/^\d+$/.test(value)) {
+            throw ruleError(
+              "RULE_INVALID_VALUE",
+              spelled,
+              `${spelled} needs two numbers, packets and bytes, not ${quoteForMessage(value, 40)} for ${what}`,
+            );
+          }
+        }
         break;
       }
       case "fragment":

@@ -142,8 +142,9 @@ export class LogTarget implements TargetInstance {
     if (spec.name === "log-level") {
       const text = args[0];
       if (/^[0-7]$/.test(text)) this.level = Number(text);
-      else if (Object.prototype.hasOwnProperty.call(LOG_LEVELS, text.toLowerCase()))
-        this.level = LOG_LEVELS[text.toLowerCase()];
+      // Level names are case-sensitive: iptables 1.8.9 rejects "INFO".
+      else if (Object.prototype.hasOwnProperty.call(LOG_LEVELS, text))
+        this.level = LOG_LEVELS[text];
       else
         throw invalidValue(
           spec.name,
