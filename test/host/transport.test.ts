@@ -103,9 +103,7 @@ describe("authentication", () => {
     expect(result.code).toBe(0);
   });
 
-  // NOTE: SSH sessions to lab hosts over IPv6 hang after the handshake, with OpenSSH's own
-  // client too, so this stays off until the lab carries IPv6 sessions.
-  it.skip("works over IPv6", async () => {
+  it("works over IPv6", async () => {
     const host = await getHost({
       host: nft.ipv6,
       privateKey: nft.privateKey,
