@@ -59,7 +59,7 @@ function parseOptions(): { rules: number; runs: number } {
   return { rules, runs };
 }
 
-/** One rule of a realistic mix, varied by its index. */
+/** Returns one rule of a realistic mix, varied by its index. */
 function ruleAt(index: number): string {
   const a = (index >> 8) & 0xff;
   const b = index & 0xff;

@@ -1,7 +1,7 @@
 /**
- * Differential tests of canonicalRule against the kernel: every rule is applied alone with real
- * iptables-nft and iptables-legacy (and their ip6tables twins) in lab hosts, read back with the
- * matching iptables-save, and canonicalRule must print exactly those lines, or reject the rule
+ * Differential tests of canonicalRule against the kernel. Every rule is applied alone with real
+ * iptables-nft and iptables-legacy (and their ip6tables twins) in lab hosts and read back with
+ * the matching iptables-save. canonicalRule must print exactly those lines, or reject the rule
  * when iptables or the kernel rejects it.
  */
 import { appendFileSync } from "node:fs";
@@ -53,7 +53,7 @@ function canonicalOrCode(
 /** Describes where canonicalRule and the kernel disagree, or returns undefined. */
 function disagreement(kernel: KernelResult, ours: string[] | string): string | undefined {
   if (kernel.accepted) {
-    // canonicalRule may refuse what it does not model, with RULE_UNSUPPORTED; it must not guess.
+    // canonicalRule may reject what it does not model with RULE_UNSUPPORTED, but never guess.
     if (ours === "RULE_UNSUPPORTED") return undefined;
     if (typeof ours === "string")
       return `kernel accepted it as ${JSON.stringify(kernel.lines)}, canonicalRule raised ${ours}`;

@@ -2,8 +2,8 @@
  * fast-check generators of rule specs over the grammar canonicalRule supports, with the
  * spellings iptables accepts: long and short options, aliases, unit prefixes, C numbers,
  * service names, negation and matches in any order. Some generated rules are invalid on
- * purpose (out-of-range values, options the kernel refuses); the differential test then
- * requires canonicalRule to reject them as the kernel does.
+ * purpose, with out-of-range values or options the kernel rejects, and the differential test
+ * then requires canonicalRule to reject them as the kernel does.
  */
 import fc from "fast-check";
 import type { Family } from "../../src/netfilter/types";
