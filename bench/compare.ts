@@ -13,7 +13,7 @@ import { parseArgs } from "node:util";
 import { createLab, type Lab, type LabHost } from "../src/lab";
 import { ansibleTool } from "./compare/ansible";
 import { measureCell, type CellResult, type RunPlan } from "./compare/cells";
-import { floorTool } from "./compare/floor";
+import { floorTool, runOnce } from "./compare/floor";
 import { installPackages } from "./compare/install";
 import { libraryTool, type LibraryTool } from "./compare/library";
 import {
@@ -25,6 +25,7 @@ import {
 import { puppetTool } from "./compare/puppet";
 import { variant, type VariantName } from "./compare/recipe";
 import { cellTargets, printCells, printTargets } from "./compare/report";
+import { formatSpread, spread } from "./compare/stats";
 import type { Tool } from "./compare/tool";
 
 const USAGE = `usage: npm run bench:compare -- [options]
@@ -126,6 +127,7 @@ async function main(): Promise<void> {
 
   try {
     log(`lab ${lab.name}: ${lab.hosts.length} hosts up`);
+    console.log(`one SSH session running "true" on one lab host: ${await sshBaseline(lab)}`);
     tools.push(...buildTools(options.tools, lab));
     const { cells, details } = await runCells(lab, tools, options, log);
     printCells(cells);
@@ -142,6 +144,20 @@ async function main(): Promise<void> {
         .join(" ")}; ` + `total ${elapsed(started)}`,
     );
   }
+}
+
+/**
+ * Times one SSH session that runs `true`, five times. It shows what every SSH command costs on
+ * this machine before any tool runs, including root's shell startup files on the lab host.
+ */
+async function sshBaseline(lab: Lab): Promise<string> {
+  const times: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const start = performance.now();
+    await runOnce(lab.hosts[0], "true");
+    times.push(performance.now() - start);
+  }
+  return `${formatSpread(spread(times))}, median of 5`;
 }
 
 function buildTools(names: readonly ToolName[], lab: Lab): Tool[] {

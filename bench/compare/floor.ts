@@ -58,7 +58,7 @@ export function floorTool(): Tool {
  * `command` with `input` on its standard input, closes the session, and returns standard
  * output. Raises when the command exits non-zero.
  */
-function runOnce(host: LabHost, command: string, input?: string): Promise<string> {
+export function runOnce(host: LabHost, command: string, input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = connectTcp({ host: host.ipv4, port: host.port });
     socket.setNoDelay(true);
