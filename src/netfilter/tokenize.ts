@@ -29,7 +29,24 @@ export interface Token {
  * closed; `details.column` is the 1-based column of the opening quote.
  */
 export function tokenize(line: string): Token[] {
-  const tokens: Token[] = [];
+  const values: string[] = [];
+  const quoted: boolean[] = [];
+  const starts: number[] = [];
+  scanTokens(line, values, quoted, starts);
+  const tokens: Token[] = new Array<Token>(values.length);
+  for (let i = 0; i < values.length; i++) {
+    tokens[i] = { value: values[i], start: starts[i], quoted: quoted[i] };
+  }
+  return tokens;
+}
+
+/** Scans the tokens of a line into parallel arrays. Throws like `tokenize`. */
+function scanTokens(
+  line: string,
+  values: string[],
+  quotedFlags: boolean[],
+  starts: number[],
+): void {
   const length = line.length;
   let i = 0;
 
@@ -97,10 +114,10 @@ export function tokenize(line: string): Token[] {
     }
 
     value += line.slice(runStart, i);
-    tokens.push({ value, start, quoted });
+    values.push(value);
+    quotedFlags.push(quoted);
+    starts.push(start);
   }
-
-  return tokens;
 }
 
 /** Token values of a line and, when the line has quotes, which of them were quoted. */
@@ -111,25 +128,44 @@ export interface SplitLine {
 
 /** Splits one line of rule text into token values and their quoting. See `tokenize`. */
 export function splitArgsQuoted(line: string): SplitLine {
-  if (line.indexOf('"') < 0) return { values: splitArgs(line) };
-  const tokens = tokenize(line);
-  const values: string[] = new Array<string>(tokens.length);
-  const quoted: boolean[] = new Array<boolean>(tokens.length);
-  for (let i = 0; i < tokens.length; i++) {
-    values[i] = tokens[i].value;
-    quoted[i] = tokens[i].quoted;
-  }
+  const plain = splitPlain(line);
+  if (plain !== undefined) return { values: plain };
+  const values: string[] = [];
+  const quoted: boolean[] = [];
+  scanTokens(line, values, quoted, []);
   return { values, quoted };
 }
 
 /** Splits one line of rule text into token values. See `tokenize`. */
 export function splitArgs(line: string): string[] {
-  // Most lines of a dump have no quotes and single spaces, which a plain split handles.
-  if (line.indexOf('"') < 0 && line.indexOf("\t") < 0 && line.indexOf("  ") < 0) {
-    const trimmed = line.charCodeAt(0) === 32 || line.endsWith(" ") ? line.trim() : line;
-    return trimmed === "" ? [] : trimmed.split(" ");
+  const plain = splitPlain(line);
+  if (plain !== undefined) return plain;
+  const values: string[] = [];
+  scanTokens(line, values, [], []);
+  return values;
+}
+
+/**
+ * Splits a line of single-space-separated words without quotes or tabs in one pass, which is
+ * what almost every line of a dump is; returns undefined for any other line.
+ */
+function splitPlain(line: string): string[] | undefined {
+  const values: string[] = [];
+  const length = line.length;
+  let start = 0;
+  for (let i = 0; i < length; i++) {
+    const code = line.charCodeAt(i);
+    if (code === 32) {
+      if (i === start) return undefined;
+      values.push(line.slice(start, i));
+      start = i + 1;
+    } else if (code === 34 || code === 9) {
+      return undefined;
+    }
   }
-  return tokenize(line).map((token) => token.value);
+  if (start < length) values.push(line.slice(start));
+  else if (length > 0) return undefined;
+  return values;
 }
 
 /** Characters iptables-save prints without quotes (`xtables_save_string` in libxtables). */
