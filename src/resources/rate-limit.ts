@@ -98,7 +98,9 @@ export interface RateLimitArgs {
   readonly reject?: "REJECT" | "DROP";
   /**
    * `--reject-with` of REJECT, per family.
-   * @default "icmp-port-unreachable" (ipv4) and "icmp6-port-unreachable" (ipv6)
+   * @default "tcp-reset" when the hook matches only TCP (its `protocol` is "tcp", or it has
+   * `ports`), and the final rule then matches `-p tcp`; else "icmp-port-unreachable" (ipv4) and
+   * "icmp6-port-unreachable" (ipv6)
    */
   readonly rejectWith?: {
     readonly ipv4?: pulumi.Input<string>;
@@ -231,6 +233,15 @@ export class RateLimit extends pulumi.ComponentResource {
             opts,
           );
 
+    // When only TCP reaches the chain, REJECT answers with a TCP reset: the kernel rate-limits
+    // ICMP errors per destination (net.ipv4.icmp_ratelimit), so under a flood most clients would
+    // hear nothing and wait for their connect timeout instead of failing at once.
+    const hook = args.hook ?? {};
+    const hookProtocol = hook.protocol ?? (hook.ports === undefined ? undefined : "tcp");
+    const tcpOnly = pulumi.output(hookProtocol).apply((protocol) => protocol === "tcp");
+    // An output that resolves to undefined registers no value, as if the field were left out.
+    const onlyForTcp = (value: string) =>
+      tcpOnly.apply((tcp) => (tcp ? value : undefined)) as pulumi.Output<string>;
     const reject = args.reject ?? "REJECT";
     const final = new Rule(
       `${prefix}-${reject.toLowerCase()}`,
@@ -238,15 +249,16 @@ export class RateLimit extends pulumi.ComponentResource {
         connection,
         chain,
         order: ORDER.final,
+        protocol: reject === "REJECT" ? onlyForTcp("tcp") : undefined,
         jump: reject,
-        rejectWith: reject === "REJECT" ? args.rejectWith?.[family] : undefined,
+        rejectWith:
+          reject === "REJECT" ? (args.rejectWith?.[family] ?? onlyForTcp("tcp-reset")) : undefined,
       },
       opts,
     );
 
     // The hook comes last and goes first: until it exists nothing reaches the chain, so a
     // half-built chain (say, the REJECT rule without the ACCEPT rule) never rejects traffic.
-    const hook = args.hook ?? {};
     const hookRule = new Rule(
       `${prefix}-hook`,
       {
@@ -254,7 +266,7 @@ export class RateLimit extends pulumi.ComponentResource {
         family,
         chain: hook.chain ?? "INPUT",
         order: hook.order ?? 0,
-        protocol: hook.protocol ?? (hook.ports === undefined ? undefined : "tcp"),
+        protocol: hookProtocol,
         destinationPorts: hook.ports,
         inInterface: hook.inInterface,
         ctstate: ["NEW"],

@@ -82,8 +82,20 @@ describe("examples/rate-limit", () => {
     );
     expect(webRules).toContain("--hashlimit-htable-expire 60000");
     expect(webRules).toContain("--hashlimit-srcmask 64");
-    expect(await save(bastion)).toMatch(
+    // Only TCP reaches web's chain, so REJECT answers with a reset, not a rate-limited ICMP error.
+    expect(webRules).toMatch(
+      /-A RATE-LIMIT -p tcp -m comment --comment "[^"]*web-ipv4-reject:30" -j REJECT --reject-with tcp-reset/,
+    );
+    expect(webRules).toMatch(
+      /-A RATE-LIMIT -p tcp -m comment --comment "[^"]*web-ipv6-reject:30" -j REJECT --reject-with tcp-reset/,
+    );
+    const bastionRules = await save(bastion);
+    expect(bastionRules).toMatch(
       /-A INPUT -m conntrack --ctstate NEW .*bastion-ipv4-hook:0" -j RATE-LIMIT/,
+    );
+    // Every protocol reaches bastion's chain, so REJECT keeps the family's ICMP error.
+    expect(bastionRules).toMatch(
+      /-A RATE-LIMIT -m comment --comment "[^"]*bastion-ipv4-reject:30" -j REJECT --reject-with icmp-port-unreachable/,
     );
   });
 

@@ -80,25 +80,6 @@ function recipe(server: LabHost, legacyServer: LabHost, options: RecipeOptions):
 }
 
 /**
- * Lifts the ICMP error rate limits of a server's network namespace. RateLimit rejects with an
- * ICMP port unreachable, and the kernel sends at most one such error per second per client after
- * a short burst (net.ipv4.icmp_ratelimit, net.ipv4.icmp_msgs_per_sec), so under a flood most
- * rejected clients would hear nothing and time out. These tests are about the token bucket; the
- * timeouts are measured in docs/rate-limiting.md.
- */
-async function liftIcmpLimits(lab: Lab, host: LabHost): Promise<void> {
-  await execOrThrow(lab, host, [
-    "sysctl",
-    "-q",
-    "-w",
-    "net.ipv4.icmp_ratelimit=0",
-    "net.ipv6.icmp.ratelimit=0",
-    "net.ipv4.icmp_msgs_per_sec=1000000",
-    "net.ipv4.icmp_msgs_burst=1000000",
-  ]);
-}
-
-/**
  * Returns the range of accepted counts the kernel's hashlimit can produce for these arrivals. The
  * replay is run for jiffy boundaries every quarter of a jiffy, because where the server's ticks
  * fall against the client's clock is unknown.
@@ -186,7 +167,6 @@ describe("rate limit under real traffic", () => {
     });
     [server, noisy, quiet, legacyServer] = lab.hosts;
     for (const host of [server, legacyServer]) {
-      await liftIcmpLimits(lab, host);
       echoServers.push(await startEchoServer(host, PORT));
     }
     deployment = await Deployment.start({ project: "traffic", stack: "test" });
