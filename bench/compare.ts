@@ -31,7 +31,7 @@ import type { Tool } from "./compare/tool";
 const USAGE = `usage: npm run bench:compare -- [options]
   --hosts N       lab hosts for the parallel cells (default 10)
   --max-runs N    most runs per cell (default 5; cells stop earlier to fit the time budget)
-  --full          also run Ansible and Puppet on the large variant on N hosts (adds about 30 min)
+  --full          also run Ansible and Puppet on the large variant on N hosts (an estimated 15-30 min more)
   --tools LIST    comma-separated subset of: floor,library,ansible,puppet (default all)
   --variants LIST comma-separated subset of: recipe,large (default both)`;
 
@@ -62,6 +62,7 @@ function parseOptions(argv: string[]): Options {
     console.log(USAGE);
     process.exit(0);
   }
+
   const hosts = Number(values.hosts);
   const maxRuns = Number(values["max-runs"]);
   if (!Number.isInteger(hosts) || hosts < 2 || hosts > 100) {
@@ -70,11 +71,13 @@ function parseOptions(argv: string[]): Options {
   if (!Number.isInteger(maxRuns) || maxRuns < 1) {
     throw new Error(`--max-runs must be a positive integer, not "${values["max-runs"]}"`);
   }
+
   const tools = values.tools.split(",").map((name) => name.trim());
   const unknown = tools.filter((name) => !(TOOL_NAMES as readonly string[]).includes(name));
   if (unknown.length > 0) {
     throw new Error(`unknown tool "${unknown[0]}" in --tools: use ${TOOL_NAMES.join(", ")}`);
   }
+
   const variants = values.variants.split(",").map((name) => name.trim());
   const unknownVariant = variants.find((name) => name !== "recipe" && name !== "large");
   if (unknownVariant !== undefined) {

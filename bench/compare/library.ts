@@ -6,8 +6,8 @@
  * default is unbounded).
  *
  * Each first apply starts a new provider server (a new `pulumi up` starts a new provider
- * process, with no pooled SSH connection) and runs an untimed preview in it, so the timed `up`
- * starts where a real one stands after its preview: the package loaded, nothing applied yet.
+ * process, with no pooled SSH connection) and runs an untimed preview in it. The timed `up`
+ * thus starts where a real one is after its preview: the package loaded, nothing applied yet.
  */
 import { performance } from "node:perf_hooks";
 import type { LabHost } from "../../src/lab";

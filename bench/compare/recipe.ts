@@ -1,10 +1,10 @@
 /**
  * The configuration every tool applies: the rate-limit recipe, and a large variant of it.
  *
- * Rules are described once, as data; each tool turns them into its own syntax (an Ansible task,
- * a Puppet resource, a restore line, a Pulumi resource). `saved` is the line iptables-save
- * (iptables 1.8.9, nft backend) prints for the rule, without any comment a tool adds, so each
- * tool's expected lines are written by hand here and never taken from the tool's own output.
+ * Rules are described once, as data, and each tool turns them into its own syntax (an Ansible
+ * task, a Puppet resource, a restore line, a Pulumi resource). `savedRule` returns the line
+ * iptables-save (iptables 1.8.9, nft backend) prints for a rule, without any comment a tool
+ * adds. Each tool's expected lines are built from it by hand, never taken from the tool itself.
  */
 
 export const CHAIN = "RATE-LIMIT";
@@ -57,12 +57,12 @@ export function variant(name: VariantName): Variant {
   };
 }
 
-/** The exempt source of exemption rule `index` (1 to 200), from TEST-NET-2 (RFC 5737). */
+/** Returns the source of exemption rule `index` (1 to 200), from TEST-NET-2 (RFC 5737). */
 export function exemptSource(index: number): string {
   return `198.51.100.${index}/32`;
 }
 
-/** The rule's matches and target as iptables accepts them (everything after `-A CHAIN`). */
+/** Renders the rule's matches and target as iptables takes them (all after `-A CHAIN`). */
 export function ruleArgs(rule: BenchRule): string {
   switch (rule.kind) {
     case "jump":
@@ -82,7 +82,7 @@ export function ruleArgs(rule: BenchRule): string {
 }
 
 /**
- * The rule as iptables-save prints it, split where a tool's comment goes: `matches` ends before
+ * Renders the rule as iptables-save prints it, split where a tool's comment goes: `matches` ends before
  * `-j`, `target` starts with `-j`.
  */
 export function savedRule(rule: BenchRule): { readonly matches: string; readonly target: string } {
@@ -110,7 +110,7 @@ export function savedRule(rule: BenchRule): { readonly matches: string; readonly
 }
 
 /**
- * The filter-table lines a tool leaves on a clean host: the chain declaration, then every rule
+ * Lists the filter-table lines a tool leaves on a clean host: the chain declaration, then every rule
  * in chain order (INPUT first, as iptables-save prints built-in chains first). `comment` gives
  * the comment the tool adds to a rule, if any, placed as iptables-save places it: last before
  * the target.

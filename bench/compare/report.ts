@@ -74,7 +74,7 @@ function ratioCheck(
   };
 }
 
-/** The targets that need only the cells; the library's refresh target is added by its module. */
+/** Builds the targets that need only the cells. The library's refresh target comes from its module. */
 export function cellTargets(cells: readonly CellResult[], hosts: number): TargetCheck[] {
   const library = firstMedian(cells, "library", "recipe", hosts);
   return [

@@ -1,5 +1,5 @@
 /**
- * What the benchmark needs from each tool it compares: the seam every tool module implements.
+ * The seam every compared tool implements: what the benchmark needs from a tool.
  */
 import type { Lab, LabHost } from "../../src/lab";
 import type { Variant } from "./recipe";
