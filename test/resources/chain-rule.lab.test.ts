@@ -87,6 +87,15 @@ for (const index of [0, 1]) {
       );
     });
 
+    it("finds no chain change on the first refresh", async () => {
+      expect(deployment.resource("audit").outputs.foreignRules).toBe(0);
+
+      const result = await deployment.refresh();
+
+      const chainStep = result.steps.find((step) => step.name === "audit");
+      expect(chainStep?.changedKeys ?? []).toEqual([]);
+    });
+
     it("records the host key at the first operation", () => {
       expect(deployment.resource("audit").outputs.hostKey).toBe(host.hostKey);
       expect(deployment.resource("audit-ssh").outputs.hostKey).toBe(host.hostKey);

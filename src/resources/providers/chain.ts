@@ -120,12 +120,18 @@ export const chainProvider = {
         { details: { chain: name } },
       );
     }
-    if (inputs.purgeUnmanaged === true) await purge(host, inputs);
+    const after = inputs.purgeUnmanaged === true ? await purge(host, inputs) : created.after;
 
+    // Output foreignRules at create too, so the first refresh does not report a change.
     const facts = await host.facts();
     return {
       id: resourceId(inputs),
-      outs: { ...inputs, backend: facts.backend, hostKey: host.hostKey },
+      outs: {
+        ...inputs,
+        foreignRules: foreignRules(after, name),
+        backend: facts.backend,
+        hostKey: host.hostKey,
+      },
     };
   },
 
