@@ -9,13 +9,29 @@
  * table instead, and the change is planned again from it. No update is lost, and the lock is
  * never held across a network round trip of this process.
  *
+ * Batching. The Pulumi engine calls the provider for many resources of one host at once, so
+ * changes to one table queue up while a transaction is in flight. When the table is free again,
+ * every change that queued meanwhile (on the same shared host state) is merged into one change.
+ * That change is planned once and applied as one transaction with one dead-man switch, and each
+ * caller gets the shared result. The merged options are the strictest: rollback "always" when any caller asks
+ * for it, "never" only when all do, else "auto", and the longest confirm timeout. A change that
+ * finds the table free runs alone at once: nothing waits for more changes to arrive. When the
+ * merged change is one the planner refuses, or the host rejects or rolls back the merged
+ * transaction, each queued change is applied alone in arrival order, so one bad change fails
+ * only its own caller. The batch's events go to the listener of its first caller.
+ *
  * Round trips. The last snapshot of each table is kept per host. A change to a table this
  * process has read or written before therefore costs one command, and a first change costs two
  * (read, apply). The dead-man switch adds one new connection and one command on it.
  */
 import { randomBytes } from "node:crypto";
 import { IptablesError, isIptablesError } from "../errors";
-import { planTableChange, type TableChange, type TablePlan } from "../netfilter/plan";
+import {
+  planTableChange,
+  type PlanOptions,
+  type TableChange,
+  type TablePlan,
+} from "../netfilter/plan";
 import type { Family, SaveTable, TableName } from "../netfilter/types";
 import { type HostContext } from "./commands";
 import { describeTarget, formatAddress } from "./connection";
@@ -70,7 +86,45 @@ export interface TableState {
 
 const tableMutex = new KeyedMutex();
 
-/** Applies `change` to one table; see the file comment for the protocol. */
+/** One table of one host, with what applying a change to it needs. */
+interface TableTarget {
+  readonly ctx: HostContext;
+  readonly state: TableState;
+  readonly binaries: TableBinaries;
+  readonly sameRule: PlanOptions["sameRule"];
+  readonly family: Family;
+  readonly table: TableName;
+  /** `family/table`, the key of the kept snapshot. */
+  readonly key: string;
+  readonly where: string;
+}
+
+/** A caller's change waiting for its table. */
+interface QueuedChange {
+  readonly target: TableTarget;
+  readonly change: TableChange;
+  readonly rollback: RollbackMode;
+  readonly confirmTimeoutSeconds: number;
+  readonly resolve: (result: ApplyResult) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/** The changes waiting per mutex key, in arrival order. */
+const queues = new Map<string, QueuedChange[]>();
+
+/**
+ * Error codes that one change of a merged batch can cause, unlike errors of the host or the
+ * connection. On these the batch falls back to one transaction per change.
+ * NOTE: after APPLY_ROLLED_BACK each armed change of the batch waits for its own confirm again.
+ */
+const CHANGE_ERROR_CODES: ReadonlySet<string> = new Set([
+  "INVALID_INPUT",
+  "PLAN_CONFLICT",
+  "APPLY_REJECTED",
+  "APPLY_ROLLED_BACK",
+]);
+
+/** Applies `change` to one table; see the file comment for the protocol and the batching. */
 export async function applyTableChange(
   ctx: HostContext,
   facts: HostFacts,
@@ -83,96 +137,193 @@ export async function applyTableChange(
   const rollback = options.rollback ?? "auto";
   const confirmTimeoutSeconds = validateConfirmTimeout(options.confirmTimeoutSeconds);
   const where = describeTarget(ctx.conn);
-  const binaries = binariesOf(facts, family, where);
-  const sameRule = sameRuleFor({ family, table, backend: facts.backend });
-  const key = `${family}/${table}`;
-  const lockKey = `${formatAddress(ctx.conn.host, ctx.conn.port)}/${key}`;
+  const target: TableTarget = {
+    ctx,
+    state,
+    binaries: binariesOf(facts, family, where),
+    sameRule: sameRuleFor({ family, table, backend: facts.backend }),
+    family,
+    table,
+    key: `${family}/${table}`,
+    where,
+  };
+  const lockKey = `${formatAddress(ctx.conn.host, ctx.conn.port)}/${target.key}`;
 
-  return tableMutex.run(lockKey, async () => {
-    const keptSnapshot = state.snapshots.get(key);
-    let fresh = keptSnapshot === undefined;
-    let snapshot: TableSnapshot =
-      keptSnapshot ?? (await readSnapshot(ctx, binaries, family, table));
+  return new Promise<ApplyResult>((resolve, reject) => {
+    const queue = queues.get(lockKey) ?? [];
+    queue.push({ target, change, rollback, confirmTimeoutSeconds, resolve, reject });
+    queues.set(lockKey, queue);
+    // Every queued change adds one turn on the mutex; a turn whose change an earlier batch
+    // took finds the queue empty and returns at once.
+    void tableMutex.run(lockKey, () => applyQueued(lockKey));
+  });
+}
 
-    for (let attempt = 1; attempt <= MAX_APPLY_ATTEMPTS; attempt++) {
-      let plan: TablePlan;
-      try {
-        plan = planTableChange(snapshot.table, change, { table, sameRule });
-      } catch (error) {
-        // A kept snapshot may be stale; only a fresh one can prove the change impossible.
-        if (fresh || !isIptablesError(error) || error.code !== "PLAN_CONFLICT") throw error;
-        snapshot = await readSnapshot(ctx, binaries, family, table);
+/** Applies what waits for the table when it is this turn's: one change alone, or a batch. */
+async function applyQueued(lockKey: string): Promise<void> {
+  const batch = takeBatch(lockKey);
+  if (batch.length === 0) return;
+  if (batch.length === 1) return applyAlone(batch[0]);
+
+  let result: ApplyResult;
+  try {
+    result = await applyChange(
+      batch[0].target,
+      mergeChanges(batch.map((queued) => queued.change)),
+      mergeRollback(batch.map((queued) => queued.rollback)),
+      Math.max(...batch.map((queued) => queued.confirmTimeoutSeconds)),
+    );
+  } catch (error) {
+    if (isIptablesError(error) && CHANGE_ERROR_CODES.has(error.code)) {
+      for (const queued of batch) await applyAlone(queued);
+    } else {
+      for (const queued of batch) queued.reject(error);
+    }
+    return;
+  }
+  for (const queued of batch) queued.resolve(result);
+}
+
+/**
+ * Removes from the queue the first change and every later one on the same shared host state,
+ * because those share the kept snapshot. Changes of another state wait for a later turn.
+ */
+function takeBatch(lockKey: string): QueuedChange[] {
+  const queue = queues.get(lockKey) ?? [];
+  if (queue.length === 0) return [];
+  const state = queue[0].target.state;
+  const batch = queue.filter((queued) => queued.target.state === state);
+  const rest = queue.filter((queued) => queued.target.state !== state);
+  if (rest.length === 0) queues.delete(lockKey);
+  else queues.set(lockKey, rest);
+  return batch;
+}
+
+async function applyAlone(queued: QueuedChange): Promise<void> {
+  try {
+    queued.resolve(
+      await applyChange(
+        queued.target,
+        queued.change,
+        queued.rollback,
+        queued.confirmTimeoutSeconds,
+      ),
+    );
+  } catch (error) {
+    queued.reject(error);
+  }
+}
+
+/** Concatenates the changes of a batch; chain names and deleted ids appear once. */
+function mergeChanges(changes: readonly TableChange[]): TableChange {
+  const names = (pick: (change: TableChange) => readonly string[] | undefined): string[] => [
+    ...new Set(changes.flatMap((change) => pick(change) ?? [])),
+  ];
+  return {
+    createChains: names((change) => change.createChains),
+    deleteChains: names((change) => change.deleteChains),
+    upsertRules: changes.flatMap((change) => change.upsertRules ?? []),
+    deleteRules: names((change) => change.deleteRules),
+    purgeUnmanaged: names((change) => change.purgeUnmanaged),
+  };
+}
+
+/** Returns the strictest of the callers' modes: "always" wins, "never" needs every caller. */
+function mergeRollback(modes: readonly RollbackMode[]): RollbackMode {
+  if (modes.includes("always")) return "always";
+  return modes.every((mode) => mode === "never") ? "never" : "auto";
+}
+
+/** Plans and applies one change, planning again on compare-and-swap conflicts. */
+async function applyChange(
+  target: TableTarget,
+  change: TableChange,
+  rollback: RollbackMode,
+  confirmTimeoutSeconds: number,
+): Promise<ApplyResult> {
+  const { ctx, state, binaries, sameRule, family, table, key, where } = target;
+  const keptSnapshot = state.snapshots.get(key);
+  let fresh = keptSnapshot === undefined;
+  let snapshot: TableSnapshot = keptSnapshot ?? (await readSnapshot(ctx, binaries, family, table));
+
+  for (let attempt = 1; attempt <= MAX_APPLY_ATTEMPTS; attempt++) {
+    let plan: TablePlan;
+    try {
+      plan = planTableChange(snapshot.table, change, { table, sameRule });
+    } catch (error) {
+      // A kept snapshot may be stale; only a fresh one can prove the change impossible.
+      if (fresh || !isIptablesError(error) || error.code !== "PLAN_CONFLICT") throw error;
+      snapshot = await readSnapshot(ctx, binaries, family, table);
+      fresh = true;
+      continue;
+    }
+    checkScript(plan, where);
+    if (plan.script === "" && fresh) {
+      state.snapshots.set(key, snapshot);
+      return { before: snapshot.table, after: snapshot.table, plan, changed: false };
+    }
+
+    const armed = needsRollback(rollback, snapshot.table, plan);
+    const token = randomBytes(9).toString("hex");
+    const outcome: ApplyOutcome = await runApply(ctx, {
+      binaries,
+      family,
+      table,
+      expectedHash: snapshot.hash,
+      script: plan.script,
+      rollbackSeconds: armed ? confirmTimeoutSeconds : 0,
+      token,
+      lockWaitSeconds: confirmTimeoutSeconds * 2 + 60,
+      timeoutMs: (confirmTimeoutSeconds * 2 + 120) * 1000,
+    }).catch((error: unknown) => {
+      state.snapshots.delete(key);
+      throw armed ? withRollbackNote(error, confirmTimeoutSeconds) : error;
+    });
+
+    switch (outcome.status) {
+      case "conflict": {
+        const delayMs =
+          attempt < 2 ? 0 : Math.round(Math.random() * Math.min(2000, 50 * 2 ** attempt));
+        ctx.emit({
+          kind: "retry",
+          host: formatAddress(ctx.conn.host, ctx.conn.port),
+          user: ctx.conn.user,
+          operation: "apply",
+          attempt,
+          delayMs,
+          reason: `the ${family} ${table} table changed since it was read; planning again`,
+        });
+        if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+        snapshot = outcome.current;
         fresh = true;
         continue;
       }
-      checkScript(plan, where);
-      if (plan.script === "" && fresh) {
+      case "unchanged":
         state.snapshots.set(key, snapshot);
         return { before: snapshot.table, after: snapshot.table, plan, changed: false };
-      }
-
-      const armed = needsRollback(rollback, snapshot.table, plan);
-      const token = randomBytes(9).toString("hex");
-      const outcome: ApplyOutcome = await runApply(ctx, {
-        binaries,
-        family,
-        table,
-        expectedHash: snapshot.hash,
-        script: plan.script,
-        rollbackSeconds: armed ? confirmTimeoutSeconds : 0,
-        token,
-        lockWaitSeconds: confirmTimeoutSeconds * 2 + 60,
-        timeoutMs: (confirmTimeoutSeconds * 2 + 120) * 1000,
-      }).catch((error: unknown) => {
+      case "rejected":
+        throw applyRejected(where, family, plan, outcome.exitCode, outcome.stderr);
+      case "applied":
         state.snapshots.delete(key);
-        throw armed ? withRollbackNote(error, confirmTimeoutSeconds) : error;
-      });
-
-      switch (outcome.status) {
-        case "conflict": {
-          const delayMs =
-            attempt < 2 ? 0 : Math.round(Math.random() * Math.min(2000, 50 * 2 ** attempt));
-          ctx.emit({
-            kind: "retry",
-            host: formatAddress(ctx.conn.host, ctx.conn.port),
-            user: ctx.conn.user,
-            operation: "apply",
-            attempt,
-            delayMs,
-            reason: `the ${family} ${table} table changed since it was read; planning again`,
+        if (outcome.armedAt !== undefined) {
+          await confirmOrRollBack(ctx, {
+            binaries,
+            family,
+            table,
+            token,
+            deadline: outcome.armedAt + confirmTimeoutSeconds * 1000,
+            confirmTimeoutSeconds,
           });
-          if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
-          snapshot = outcome.current;
-          fresh = true;
-          continue;
         }
-        case "unchanged":
-          state.snapshots.set(key, snapshot);
-          return { before: snapshot.table, after: snapshot.table, plan, changed: false };
-        case "rejected":
-          throw applyRejected(where, family, plan, outcome.exitCode, outcome.stderr);
-        case "applied":
-          state.snapshots.delete(key);
-          if (outcome.armedAt !== undefined) {
-            await confirmOrRollBack(ctx, {
-              binaries,
-              family,
-              table,
-              token,
-              deadline: outcome.armedAt + confirmTimeoutSeconds * 1000,
-              confirmTimeoutSeconds,
-            });
-          }
-          return finish(ctx, state, binaries, family, table, key, snapshot, outcome.after, plan);
-      }
+        return finish(ctx, state, binaries, family, table, key, snapshot, outcome.after, plan);
     }
-    throw new IptablesError(
-      "APPLY_CONFLICT",
-      `the ${family} ${table} table on ${where} changed between read and write ` +
-        `${MAX_APPLY_ATTEMPTS} times in a row: another process keeps changing it; retry later`,
-      { details: { host: ctx.conn.host, family, table, attempts: MAX_APPLY_ATTEMPTS } },
-    );
-  });
+  }
+  throw new IptablesError(
+    "APPLY_CONFLICT",
+    `the ${family} ${table} table on ${where} changed between read and write ` +
+      `${MAX_APPLY_ATTEMPTS} times in a row: another process keeps changing it; retry later`,
+    { details: { host: ctx.conn.host, family, table, attempts: MAX_APPLY_ATTEMPTS } },
+  );
 }
 
 /** Reads one table and keeps the snapshot for the next change. */
