@@ -92,8 +92,8 @@ function report(command: Command, result: OperationResult): void {
     console.log(`${symbol} ${step.name} (${step.op})`);
     if (step.op === "update" || step.op === "replace") {
       for (const key of step.changedKeys) {
-        console.log(`    ${key}: ${show(step.oldInputs?.[key])}`);
-        console.log(`    ${" ".repeat(key.length)}  -> ${show(step.newInputs?.[key])}`);
+        console.log(`    ${key}: ${show(key, step.oldInputs?.[key])}`);
+        console.log(`    ${" ".repeat(key.length)}  -> ${show(key, step.newInputs?.[key])}`);
       }
     }
   }
@@ -103,8 +103,15 @@ function report(command: Command, result: OperationResult): void {
   console.log(`${command}: ${result.steps.length} resources; provider calls: ${calls}`);
 }
 
-function show(value: unknown): string {
-  return value === undefined ? "(none)" : JSON.stringify(value);
+/**
+ * Inputs that are secret by contract. Steps carry plain values, so they are masked by name here,
+ * as the Pulumi CLI prints "[secret]" for them.
+ */
+const SECRET_INPUTS = new Set(["connection", "password", "privateKey", "privateKeyPassword"]);
+
+function show(key: string, value: unknown): string {
+  if (value === undefined) return "(none)";
+  return SECRET_INPUTS.has(key) ? "[secret]" : JSON.stringify(value);
 }
 
 function parseArguments(argv: readonly string[]): Options {
