@@ -17,6 +17,7 @@ import {
   guardRoutesPresent,
   inventoryPath,
   labBaseDir,
+  labDir,
   listLabNamespaces,
   readInventory,
   type LabHostSpec,
@@ -50,9 +51,17 @@ async function main(argv: string[]): Promise<number> {
     case "status":
       return status(values.name);
     case "down":
-      if (values.all) await destroyAllLabs();
-      else await destroyLab(values.name);
-      console.log(values.all ? "removed every lab" : `removed lab "${values.name}"`);
+      if (values.all) {
+        await destroyAllLabs();
+        console.log("removed every lab");
+        return 0;
+      }
+      if (!existsSync(labDir(values.name))) {
+        console.log(`lab "${values.name}" is not up; nothing to remove`);
+        return 0;
+      }
+      await destroyLab(values.name);
+      console.log(`removed lab "${values.name}"`);
       return 0;
     default:
       console.error(`unknown command "${command}"\n${USAGE}`);
