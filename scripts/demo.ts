@@ -1,9 +1,9 @@
 /**
  * `npm run demo`: the main job on lab hosts, end to end.
  *
- * Starts a lab of 4 hosts (two iptables-nft, two iptables-legacy) unless one is up, applies the
- * repository's Pulumi program (RateLimit on every host, IPv4 and IPv6) as `pulumi up` would, shows
- * the managed lines each host's iptables-save now holds, and runs `up` a second time, which must
+ * Starts a lab of 4 hosts (two iptables-nft, two iptables-legacy) unless one is up. Applies the
+ * repository's Pulumi program (RateLimit on every host, IPv4 and IPv6) as `pulumi up` would.
+ * Prints the managed lines in each host's iptables-save, then runs `up` a second time, which must
  * change nothing. It runs the program through the engine harness (test/harness/cli.ts), the same
  * dynamic provider server the Pulumi CLI starts; the README shows the same steps with the CLI.
  */

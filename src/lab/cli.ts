@@ -79,8 +79,12 @@ async function up(name: string, countText: string | undefined, backend: string):
     console.error(`--backend "${backend}" is invalid: use nft, legacy or mixed`);
     return 2;
   }
+  const backendOf = (index: number): Backend => {
+    if (backend !== "mixed") return backend as Backend;
+    return index % 2 === 0 ? "nft" : "legacy";
+  };
   const specs: LabHostSpec[] = Array.from({ length: count }, (_, index) => ({
-    backend: (backend === "mixed" ? (index % 2 === 0 ? "nft" : "legacy") : backend) as Backend,
+    backend: backendOf(index),
   }));
   const started = Date.now();
   const lab = await createLab({ name, hosts: specs });

@@ -1,11 +1,12 @@
 /**
  * Disposable Linux hosts on this machine for tests, examples and benchmarks.
  *
- * A lab host is a network namespace on a per-lab bridge in the root namespace, running its own
- * sshd in a private mount and UTS namespace: /etc is a copy-on-write overlay of this machine's
- * /etc (so files written on one host are seen by no other host and not by this machine), /run is
- * a private tmpfs, and /etc/alternatives selects the host's iptables backend. The kernel, /proc/sys
- * outside net.* and module parameters stay shared with this machine, so nothing here writes them.
+ * A lab host is a network namespace on a per-lab bridge in the root namespace. Its own sshd runs
+ * in a private mount and UTS namespace. There /etc is a copy-on-write overlay of this machine's
+ * /etc, so a file written on one host is visible to no other host and not to this machine. /run
+ * and /root are private tmpfs mounts, and /etc/alternatives selects the host's iptables backend.
+ * The kernel, /proc/sys outside net.* and module parameters stay shared with this machine, so
+ * nothing here writes them.
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";

@@ -219,5 +219,7 @@ function lastMarker(args: readonly string[]): Marker | undefined {
 
 /** Orders by UTF-16 code units, so the file does not depend on the machine's locale. */
 function compareText(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
+  if (a < b) return -1;
+  if (a > b) return 1;
+  return 0;
 }

@@ -97,9 +97,9 @@ export interface RateLimitArgs {
   /** Verdict for connections over the rate. @default "REJECT" */
   readonly reject?: "REJECT" | "DROP";
   /**
-   * `--reject-with` of REJECT, per family.
-   * @default "tcp-reset" when the hook matches only TCP (its `protocol` is "tcp", or it has
-   * `ports`), and the final rule then matches `-p tcp`; else "icmp-port-unreachable" (ipv4) and
+   * `--reject-with` of REJECT, per family. When the hook matches only TCP (its `protocol` is
+   * "tcp", or it has `ports`), the final rule also matches `-p tcp`.
+   * @default "tcp-reset" when the hook matches only TCP, else "icmp-port-unreachable" (ipv4) and
    * "icmp6-port-unreachable" (ipv6)
    */
   readonly rejectWith?: {
@@ -115,7 +115,7 @@ export interface RateLimitArgs {
   /**
    * Restores the chain and rules at boot with a PersistenceUnit: true, the unit's `init` and
    * `jobName`, or false for none. On a host that runs neither systemd nor upstart, true fails
-   * with INIT_UNSUPPORTED, which says to set `persist: false`.
+   * with INIT_UNSUPPORTED, whose message gives `persist: false` as the fix.
    * @default true
    */
   readonly persist?: boolean | Pick<PersistenceUnitArgs, "init" | "jobName">;
@@ -233,9 +233,9 @@ export class RateLimit extends pulumi.ComponentResource {
             opts,
           );
 
-    // When only TCP reaches the chain, REJECT answers with a TCP reset: the kernel rate-limits
+    // When only TCP reaches the chain, REJECT replies with a TCP reset. The kernel rate-limits
     // ICMP errors per destination (net.ipv4.icmp_ratelimit), so under a flood most clients would
-    // hear nothing and wait for their connect timeout instead of failing at once.
+    // get no reply and wait for their connect timeout instead of failing at once.
     const hook = args.hook ?? {};
     const hookProtocol = hook.protocol ?? (hook.ports === undefined ? undefined : "tcp");
     const tcpOnly = pulumi.output(hookProtocol).apply((protocol) => protocol === "tcp");

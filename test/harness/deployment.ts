@@ -500,7 +500,9 @@ function otherProviderState(
 ): ResourceState {
   const keys =
     old === undefined ? [] : changedKeys(stripMap(old.inputs), stripMap(registration.inputs));
-  const kind: StepOp = old === undefined ? "create" : keys.length > 0 ? "update" : "same";
+  let kind: StepOp = "same";
+  if (old === undefined) kind = "create";
+  else if (keys.length > 0) kind = "update";
   op.steps.push({ ...identity(registration), op: kind, changedKeys: keys, otherProvider: true });
   return stateOf(
     registration,

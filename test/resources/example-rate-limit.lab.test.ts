@@ -82,7 +82,7 @@ describe("examples/rate-limit", () => {
     );
     expect(webRules).toContain("--hashlimit-htable-expire 60000");
     expect(webRules).toContain("--hashlimit-srcmask 64");
-    // Only TCP reaches web's chain, so REJECT answers with a reset, not a rate-limited ICMP error.
+    // Only TCP reaches web's chain, so REJECT replies with a reset, not a rate-limited ICMP error.
     expect(webRules).toMatch(
       /-A RATE-LIMIT -p tcp -m comment --comment "[^"]*web-ipv4-reject:30" -j REJECT --reject-with tcp-reset/,
     );
