@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseSave } from "../../src/netfilter/parse";
+import { HASHLIMIT_SCALE, hashlimitUserToCredits } from "../../src/netfilter/rates";
 import type { Family } from "../../src/netfilter/types";
 import { splitArgs } from "../../src/netfilter/tokenize";
 import { createLab, type Lab, type LabHost } from "../../src/lab";
@@ -216,6 +217,28 @@ describe("RateLimit through the engine", () => {
         const { removed, added } = lineDiff(before[key(host, family)], after[key(host, family)]);
         expect(removed).toEqual([expectedManaged(index, family)["RATE-LIMIT"][0]]);
         expect(added).toEqual([expectedManaged(index, family, "100/sec")["RATE-LIMIT"][0]]);
+      }
+    }
+  });
+
+  it("makes the kernel enforce the new rate, not the first one", async () => {
+    // Each bucket of /proc/net/ip*t_hashlimit/NAME ends with the cost of one packet, which is
+    // the credits of one period: 10 ms at 100/sec, twice that at 50/sec.
+    const cost = String(hashlimitUserToCredits(BigInt(HASHLIMIT_SCALE / 100)));
+    for (const [index, host] of lab.hosts.entries()) {
+      for (const family of familiesOf(index)) {
+        const loopback = family === "ipv4" ? "127.0.0.1" : "::1";
+        // A connection to a closed port of the host itself: its SYN goes through the hook.
+        await lab.exec(host, ["bash", "-c", `exec 3<>/dev/tcp/${loopback}/9`]);
+        const directory = family === "ipv4" ? "ipt_hashlimit" : "ip6t_hashlimit";
+        const buckets = await mustExec(host, ["cat", `/proc/net/${directory}/web${index}`]);
+
+        const costs = buckets
+          .trim()
+          .split("\n")
+          .map((line) => line.split(" ").at(-1));
+        expect(costs.length).toBeGreaterThan(0);
+        expect(costs).toEqual(costs.map(() => cost));
       }
     }
   });

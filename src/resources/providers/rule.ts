@@ -13,6 +13,7 @@ import type { DesiredRule } from "../../netfilter/plan";
 import type { Backend, Family, SaveRule, SaveTable, TableName } from "../../netfilter/types";
 import { connectionAddress } from "../connection";
 import { warnWhenTableFilling } from "../hashlimit-pressure";
+import { hashlimitTablePath, moveToTemporaryTable, needsTableSwap } from "../hashlimit-swap";
 import { openHost } from "../host-access";
 import { checkRule, type RuleKind } from "../rule-check";
 import { UNKNOWN, containsUnknown } from "../unknown";
@@ -124,6 +125,7 @@ export function ruleProvider(kind: RuleKind): RuleProvider {
 
     async update(_id, olds, news) {
       const host = await openHost(news.connection, olds.hostKey);
+      if (needsTableSwap(olds, news)) await moveToTemporaryTable(host, news);
       const outs = await applyRule(host, news);
       return { outs: { ...outs, hostKey: host.hostKey } };
     },
@@ -201,10 +203,8 @@ function liveOutputs(rule: SaveRule, backend: Backend, placement: Placement): Pr
 /** Number of live entries of a HashlimitRule's table (lines of /proc/net/ip*t_hashlimit/NAME). */
 async function readEntries(host: HostHandle, inputs: Props): Promise<number | undefined> {
   if (typeof inputs.hashlimitName !== "string") return undefined;
-  const directory = inputs.family === "ipv6" ? "ip6t_hashlimit" : "ipt_hashlimit";
-  const result = await host.run(["cat", `/proc/net/${directory}/${inputs.hashlimitName}`], {
-    allowFailure: true,
-  });
+  const path = hashlimitTablePath(inputs.family as Family, inputs.hashlimitName);
+  const result = await host.run(["cat", path], { allowFailure: true });
   if (result.code !== 0) return 0;
   const entries = result.stdout.split("\n").filter((line) => line.trim() !== "").length;
   await warnWhenTableFilling(host, inputs, entries);
