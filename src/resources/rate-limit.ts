@@ -24,9 +24,10 @@ import type { Family } from "../netfilter/types";
 import { Chain } from "./chain";
 import { ConntrackSysctl, type ConntrackSysctlArgs } from "./conntrack-sysctl";
 import type { ConnectionArgs } from "./connection";
-import { HashlimitRule, type HashlimitMode } from "./hashlimit-rule";
+import { HashlimitRule, type HashlimitMode, type HashlimitRuleArgs } from "./hashlimit-rule";
+import { checkRateLimitArgs } from "./rate-limit-check";
 import { PersistenceUnit, type PersistenceUnitArgs } from "./persistence-unit";
-import { Rule } from "./rule";
+import { Rule, type RuleArgs } from "./rule";
 
 /** Entry into the rate limit: the chain that jumps in, and the traffic it sends. */
 export interface RateLimitHookArgs {
@@ -145,9 +146,10 @@ export class RateLimit extends pulumi.ComponentResource {
   readonly rules: pulumi.Output<string[]>;
 
   constructor(name: string, args: RateLimitArgs, opts: pulumi.ComponentResourceOptions = {}) {
+    const families: Family[] = args.family === "both" ? ["ipv4", "ipv6"] : [args.family ?? "ipv4"];
+    checkRateLimitArgs(name, args, families, (family) => familyInputs(name, family, args));
     super("pulumi-iptables:index:RateLimit", name, {}, opts);
 
-    const families: Family[] = args.family === "both" ? ["ipv4", "ipv6"] : [args.family ?? "ipv4"];
     const connection = pulumi.secret(args.connection);
     this.families = families.map((family) => this.addFamily(name, family, args, connection));
     if (args.conntrack) {
@@ -192,91 +194,123 @@ export class RateLimit extends pulumi.ComponentResource {
   ): RateLimitFamily {
     const opts = { parent: this };
     const prefix = `${name}-${family}`;
-    const chainName = args.chain ?? "RATE-LIMIT";
-    const chain = new Chain(`${prefix}-chain`, { connection, family, name: chainName }, opts);
-
+    const inputs = familyInputs(name, family, args);
+    const chain = new Chain(`${prefix}-chain`, { connection, ...inputs.chain }, opts);
     const accept = new HashlimitRule(
       `${prefix}-accept`,
-      {
-        connection,
-        chain,
-        order: ORDER.accept,
-        hashlimitName: args.hashlimitName ?? defaultHashlimitName(name),
-        upto: args.rate ?? "50/sec",
-        burst: args.burst ?? 20,
-        mode: args.mode ?? ["srcip"],
-        srcMask: sourceMask(args.srcMask, family),
-        htableExpireMs: args.htableExpireMs,
-        htableSize: args.htableSize,
-        htableMax: args.htableMax,
-        jump: "ACCEPT",
-      },
+      { connection, ...inputs.accept, chain },
       opts,
     );
-
     const log =
-      args.log === false
+      inputs.log === undefined
         ? undefined
-        : new Rule(
-            `${prefix}-log`,
-            {
-              connection,
-              chain,
-              order: ORDER.log,
-              limit: args.log?.rate ?? "1/sec",
-              limitBurst: args.log?.burst ?? 5,
-              jump: "LOG",
-              logPrefix:
-                args.log?.prefix ?? pulumi.output(chainName).apply((c) => `${c}: `.slice(0, 29)),
-              logLevel: args.log?.level,
-            },
-            opts,
-          );
-
-    // When only TCP reaches the chain, REJECT replies with a TCP reset. The kernel rate-limits
-    // ICMP errors per destination (net.ipv4.icmp_ratelimit), so under a flood most clients would
-    // get no reply and wait for their connect timeout instead of failing at once.
-    const hook = args.hook ?? {};
-    const hookProtocol = hook.protocol ?? (hook.ports === undefined ? undefined : "tcp");
-    const tcpOnly = pulumi.output(hookProtocol).apply((protocol) => protocol === "tcp");
-    // An output that resolves to undefined registers no value, as if the field were left out.
-    const onlyForTcp = (value: string) =>
-      tcpOnly.apply((tcp) => (tcp ? value : undefined)) as pulumi.Output<string>;
-    const reject = args.reject ?? "REJECT";
+        : new Rule(`${prefix}-log`, { connection, ...inputs.log, chain }, opts);
     const final = new Rule(
-      `${prefix}-${reject.toLowerCase()}`,
-      {
-        connection,
-        chain,
-        order: ORDER.final,
-        protocol: reject === "REJECT" ? onlyForTcp("tcp") : undefined,
-        jump: reject,
-        rejectWith:
-          reject === "REJECT" ? (args.rejectWith?.[family] ?? onlyForTcp("tcp-reset")) : undefined,
-      },
+      `${prefix}-${inputs.final.jump.toLowerCase()}`,
+      { connection, ...inputs.final, chain },
       opts,
     );
 
     // The hook comes last and goes first: until it exists nothing reaches the chain, so a
     // half-built chain (say, the REJECT rule without the ACCEPT rule) never rejects traffic.
-    const hookRule = new Rule(
+    const hook = new Rule(
       `${prefix}-hook`,
-      {
-        connection,
-        family,
-        chain: hook.chain ?? "INPUT",
-        order: hook.order ?? 0,
-        protocol: hookProtocol,
-        destinationPorts: hook.ports,
-        inInterface: hook.inInterface,
-        ctstate: ["NEW"],
-        jump: chain,
-      },
+      { connection, ...inputs.hook, jump: chain },
       { ...opts, dependsOn: [accept, final, ...(log === undefined ? [] : [log])] },
     );
 
-    return { family, chain, hook: hookRule, accept, log, final };
+    return { family, chain, hook, accept, log, final };
   }
+}
+
+/**
+ * The inputs of one family's resources but the connection, with the owned chain as its name.
+ * The constructor passes the `Chain` resource in its place; the argument check validates these
+ * very inputs, so both see the same defaults.
+ */
+export interface FamilyInputs {
+  readonly chain: { readonly family: Family; readonly name: pulumi.Input<string> };
+  readonly accept: Omit<HashlimitRuleArgs, "connection">;
+  readonly log?: Omit<RuleArgs, "connection">;
+  readonly final: Omit<RuleArgs, "connection"> & { readonly jump: "REJECT" | "DROP" };
+  readonly hook: Omit<RuleArgs, "connection">;
+}
+
+/** Builds the inputs of one family's chain and rules from the RateLimit's arguments. */
+export function familyInputs(name: string, family: Family, args: RateLimitArgs): FamilyInputs {
+  const chain = args.chain ?? "RATE-LIMIT";
+  const accept = {
+    chain,
+    order: ORDER.accept,
+    hashlimitName: args.hashlimitName ?? defaultHashlimitName(name),
+    upto: args.rate ?? "50/sec",
+    burst: args.burst ?? 20,
+    mode: args.mode ?? ["srcip"],
+    srcMask: sourceMask(args.srcMask, family),
+    htableExpireMs: args.htableExpireMs,
+    htableSize: args.htableSize,
+    htableMax: args.htableMax,
+    jump: "ACCEPT",
+  };
+
+  const log =
+    args.log === false
+      ? undefined
+      : {
+          chain,
+          order: ORDER.log,
+          limit: args.log?.rate ?? "1/sec",
+          limitBurst: args.log?.burst ?? 5,
+          jump: "LOG",
+          logPrefix: args.log?.prefix ?? mapInput(chain, (name) => `${name}: `.slice(0, 29)),
+          logLevel: args.log?.level,
+        };
+
+  // When only TCP reaches the chain, REJECT replies with a TCP reset. The kernel rate-limits
+  // ICMP errors per destination (net.ipv4.icmp_ratelimit), so under a flood most clients would
+  // get no reply and wait for their connect timeout instead of failing at once.
+  const hook = args.hook ?? {};
+  const hookProtocol = hook.protocol ?? (hook.ports === undefined ? undefined : "tcp");
+  // A value that resolves to undefined registers no value, as if the field were left out.
+  const onlyForTcp = (value: string) =>
+    mapInput(hookProtocol, (protocol) => (protocol === "tcp" ? value : undefined));
+  const reject = args.reject ?? "REJECT";
+  const final = {
+    chain,
+    order: ORDER.final,
+    protocol: reject === "REJECT" ? onlyForTcp("tcp") : undefined,
+    jump: reject,
+    rejectWith:
+      reject === "REJECT" ? (args.rejectWith?.[family] ?? onlyForTcp("tcp-reset")) : undefined,
+  };
+
+  return {
+    chain: { family, name: chain },
+    accept,
+    log,
+    final,
+    hook: {
+      family,
+      chain: hook.chain ?? "INPUT",
+      order: hook.order ?? 0,
+      protocol: hookProtocol,
+      destinationPorts: hook.ports,
+      inInterface: hook.inInterface,
+      ctstate: ["NEW"],
+      jump: chain,
+    },
+  };
+}
+
+/** Applies `fn` to a plain value at once, and to an output or promise when it resolves. */
+function mapInput<T, U>(
+  value: pulumi.Input<T> | undefined,
+  fn: (resolved: T | undefined) => U | undefined,
+): pulumi.Input<U> | undefined {
+  if (pulumi.Output.isInstance(value) || value instanceof Promise) {
+    return pulumi.output(value).apply((resolved) => fn(resolved as T)) as pulumi.Output<U>;
+  }
+  return fn(value as T | undefined);
 }
 
 /** Returns the hashlimit name used when none is given: the resource name if iptables takes it. */

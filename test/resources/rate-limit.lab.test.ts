@@ -354,6 +354,35 @@ describe("invalid inputs", () => {
   });
 });
 
+describe("invalid RateLimit arguments", () => {
+  it("fail the program before any resource is created", async () => {
+    const host = lab.hosts[0];
+    const before = await dumpAll();
+    const fresh = await Deployment.start({ project: PROJECT, stack: "invalid-recipe" });
+    try {
+      const error = await fresh
+        .up((pkg: Package) => {
+          new pkg.RateLimit("web", {
+            connection: { host: host.ipv4, privateKey: host.privateKey },
+            family: "both",
+            rejectWith: { ipv6: "icmp-port-unreachable" },
+            persist: false,
+          });
+        })
+        .catch((e: unknown) => e);
+
+      expect(error).toBeInstanceOf(DeploymentError);
+      expect(String((error as DeploymentError).message)).toContain(
+        'rejectWith.ipv6 "icmp-port-unreachable" is invalid',
+      );
+      expect((error as DeploymentError).result.calls).toMatchObject({ create: 0 });
+    } finally {
+      await fresh.close();
+    }
+    expect(await dumpAll()).toEqual(before);
+  });
+});
+
 describe("destroy", () => {
   it("restores every host exactly", async () => {
     const result = await deployment.destroy();

@@ -38,37 +38,42 @@ const CHAIN_DEFAULTS: Readonly<Props> = {
 /** Inputs whose change means another chain: the resource is replaced. */
 const REPLACE_KEYS = ["name", "family", "table"];
 
+/** Validates and normalises the inputs of a `Chain`, contacting no host. */
+export function checkChain(news: Props): { inputs: Props; failures: CheckFailure[] } {
+  const input: Props = { ...CHAIN_DEFAULTS };
+  for (const [key, value] of Object.entries(news)) {
+    if (key !== "__provider" && value !== undefined) input[key] = value;
+  }
+  const failures: CheckFailure[] = [];
+  if (!containsUnknown(input.connection)) failures.push(...checkConnection(input.connection));
+
+  const parsed = chainSchema.safeParse(input);
+  if (!parsed.success)
+    return { inputs: news, failures: [...failures, ...zodFailures(parsed.error, input)] };
+  const inputs = parsed.data as Props;
+  const name = inputs.name as string;
+  if (!containsUnknown([name, inputs.table])) {
+    if (BUILTIN_CHAINS[inputs.table as TableName].includes(name)) {
+      failures.push(
+        invalid(
+          "name",
+          name,
+          `${name} is a built-in chain of table ${String(inputs.table)}: pick another name`,
+        ),
+      );
+    } else if (TARGET_NAMES.has(name)) {
+      failures.push(
+        invalid("name", name, `iptables reserves ${name} for a target: pick another name`),
+      );
+    }
+  }
+  return { inputs, failures };
+}
+
 /** The provider of `Chain`. */
 export const chainProvider = {
   async check(_olds: Props, news: Props): Promise<{ inputs: Props; failures: CheckFailure[] }> {
-    const input: Props = { ...CHAIN_DEFAULTS };
-    for (const [key, value] of Object.entries(news)) {
-      if (key !== "__provider" && value !== undefined) input[key] = value;
-    }
-    const failures: CheckFailure[] = [];
-    if (!containsUnknown(input.connection)) failures.push(...checkConnection(input.connection));
-
-    const parsed = chainSchema.safeParse(input);
-    if (!parsed.success)
-      return { inputs: news, failures: [...failures, ...zodFailures(parsed.error, input)] };
-    const inputs = parsed.data as Props;
-    const name = inputs.name as string;
-    if (!containsUnknown([name, inputs.table])) {
-      if (BUILTIN_CHAINS[inputs.table as TableName].includes(name)) {
-        failures.push(
-          invalid(
-            "name",
-            name,
-            `${name} is a built-in chain of table ${String(inputs.table)}: pick another name`,
-          ),
-        );
-      } else if (TARGET_NAMES.has(name)) {
-        failures.push(
-          invalid("name", name, `iptables reserves ${name} for a target: pick another name`),
-        );
-      }
-    }
-    return { inputs, failures };
+    return checkChain(news);
   },
 
   async diff(_id: string, olds: Props, news: Props) {

@@ -1,0 +1,200 @@
+/**
+ * Validation of `RateLimit` arguments in its constructor, before any child resource exists.
+ *
+ * Each child resource validates its own inputs in check(), but a failure there comes after its
+ * siblings were created: a chain and half its rules on the host, or one family of two fully
+ * live. So the constructor runs the children's own checks on the inputs it is about to give
+ * them, and fails the program at once, naming the RateLimit's fields (`rate`, `log.prefix`,
+ * `hook.ports`) rather than the children's (`upto`, `logPrefix`, `destinationPorts`).
+ *
+ * Values that are outputs or promises are not known yet; their children check them later.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { IptablesError } from "../errors";
+import type { Family } from "../netfilter/types";
+import { invalid, type CheckFailure } from "./failures";
+import { checkChain } from "./providers/chain";
+import type { FamilyInputs, RateLimitArgs } from "./rate-limit";
+import { checkRule } from "./rule-check";
+import { UNKNOWN } from "./unknown";
+
+/** Arguments RateLimit takes, per level. */
+const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
+  "": [
+    "connection",
+    "family",
+    "chain",
+    "rate",
+    "burst",
+    "hashlimitName",
+    "mode",
+    "srcMask",
+    "htableExpireMs",
+    "htableSize",
+    "htableMax",
+    "hook",
+    "log",
+    "reject",
+    "rejectWith",
+    "conntrack",
+    "persist",
+  ],
+  hook: ["chain", "protocol", "ports", "inInterface", "order"],
+  log: ["rate", "burst", "prefix", "level"],
+  rejectWith: ["ipv4", "ipv6"],
+  srcMask: ["ipv4", "ipv6"],
+  persist: ["init", "jobName"],
+};
+
+/** For each child, its input names and the RateLimit argument each comes from. */
+const ARGUMENT_OF: Readonly<Record<keyof FamilyInputs, Readonly<Record<string, string>>>> = {
+  chain: { name: "chain" },
+  accept: {
+    chain: "chain",
+    upto: "rate",
+    burst: "burst",
+    hashlimitName: "hashlimitName",
+    mode: "mode",
+    srcMask: "srcMask",
+    htableExpireMs: "htableExpireMs",
+    htableSize: "htableSize",
+    htableMax: "htableMax",
+  },
+  log: {
+    chain: "chain",
+    limit: "log.rate",
+    limitBurst: "log.burst",
+    logPrefix: "log.prefix",
+    logLevel: "log.level",
+  },
+  final: { chain: "chain", protocol: "hook.protocol", jump: "reject", rejectWith: "rejectWith" },
+  hook: {
+    chain: "hook.chain",
+    order: "hook.order",
+    protocol: "hook.protocol",
+    destinationPorts: "hook.ports",
+    inInterface: "hook.inInterface",
+    jump: "chain",
+  },
+};
+
+/**
+ * Validates a RateLimit's arguments for each of its families, with the checks its children
+ * run. Throws INVALID_INPUT listing every failure; returns when the known values are valid.
+ */
+export function checkRateLimitArgs(
+  name: string,
+  args: RateLimitArgs,
+  families: readonly Family[],
+  inputsOf: (family: Family) => FamilyInputs,
+): void {
+  const failures = unknownKeyFailures(args);
+  if (args.family !== undefined && !["ipv4", "ipv6", "both"].includes(args.family)) {
+    failures.push(invalid("family", args.family, 'use "ipv4", "ipv6" or "both"'));
+  }
+  if (args.reject !== undefined && !["REJECT", "DROP"].includes(args.reject)) {
+    failures.push(invalid("reject", args.reject, 'use "REJECT" or "DROP"'));
+  }
+
+  if (failures.length === 0) {
+    for (const family of families) failures.push(...familyFailures(inputsOf(family), family));
+  }
+  if (failures.length === 0) return;
+
+  // One line per field: the same mistake shows once, even when both families report it.
+  const reasons = [...new Set(failures.map((failure) => failure.reason))];
+  throw new IptablesError(
+    "INVALID_INPUT",
+    `RateLimit ${JSON.stringify(name)} has invalid arguments, so none of its resources were ` +
+      `created:\n${reasons.map((reason) => `  ${reason}`).join("\n")}`,
+    { details: { resource: name, properties: failures.map((failure) => failure.property) } },
+  );
+}
+
+/** Returns a failure for each argument RateLimit does not take, such as a misspelt one. */
+function unknownKeyFailures(args: RateLimitArgs): CheckFailure[] {
+  const failures: CheckFailure[] = [];
+  for (const [level, known] of Object.entries(KNOWN_KEYS)) {
+    const value = level === "" ? args : (args as unknown as Record<string, unknown>)[level];
+    if (!isPlainObject(value)) continue;
+    for (const key of Object.keys(value)) {
+      if (known.includes(key)) continue;
+      const property = level === "" ? key : `${level}.${key}`;
+      failures.push({
+        property,
+        reason:
+          `${property} is not an argument of RateLimit: remove it or check its spelling ` +
+          `(accepted: ${known.join(", ")})`,
+      });
+    }
+  }
+  return failures;
+}
+
+/** Runs the checks of one family's chain and rules, naming the RateLimit's fields. */
+function familyFailures(inputs: FamilyInputs, family: Family): CheckFailure[] {
+  const failures: CheckFailure[] = [];
+  const chain = checkChain({ ...known(inputs.chain), connection: UNKNOWN });
+  failures.push(...renamed(chain.failures, "chain", family));
+
+  // Marker ids derived from resource names are always valid, so any valid one serves here.
+  const ruleContext = { connection: UNKNOWN, family, table: "filter", markerId: "rate-limit" };
+  const inChain = { chainTable: "filter", chainFamily: family };
+  const rules = [
+    ["accept", checkRule("HashlimitRule", { ...known(inputs.accept), ...ruleContext, ...inChain })],
+    ["final", checkRule("Rule", { ...known(inputs.final), ...ruleContext, ...inChain })],
+    [
+      "hook",
+      checkRule("Rule", {
+        ...known(inputs.hook),
+        ...ruleContext,
+        jumpTable: "filter",
+        jumpFamily: family,
+      }),
+    ],
+  ] as const;
+  for (const [part, result] of rules) failures.push(...renamed(result.failures, part, family));
+  if (inputs.log !== undefined) {
+    const log = checkRule("Rule", { ...known(inputs.log), ...ruleContext, ...inChain });
+    failures.push(...renamed(log.failures, "log", family));
+  }
+  return failures;
+}
+
+/** Renames each failure's property to the RateLimit argument it comes from. */
+function renamed(
+  failures: readonly CheckFailure[],
+  part: keyof FamilyInputs,
+  family: Family,
+): CheckFailure[] {
+  return failures.map((failure) => {
+    // A property such as "destinationPorts.1" names an element of an input.
+    const [input = "", ...element] = failure.property.split(".");
+    let parent = ARGUMENT_OF[part][input];
+    if (parent === "rejectWith") parent = `rejectWith.${family}`;
+    const argument = parent === undefined ? failure.property : [parent, ...element].join(".");
+    const reason = failure.reason.startsWith(`${failure.property} `)
+      ? `${argument}${failure.reason.slice(failure.property.length)}`
+      : `${argument}: ${failure.reason}`;
+    return { property: argument, reason };
+  });
+}
+
+/** Returns `inputs` with every value not known yet (an output or a promise) as UNKNOWN. */
+function known(inputs: object): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(inputs)
+      .filter(([, value]) => value !== undefined)
+      .map(([key, value]) => [key, knownValue(value)]),
+  );
+}
+
+function knownValue(value: unknown): unknown {
+  if (pulumi.Output.isInstance(value) || value instanceof Promise) return UNKNOWN;
+  if (Array.isArray(value)) return value.map(knownValue);
+  return value;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}

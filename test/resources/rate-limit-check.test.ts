@@ -1,0 +1,98 @@
+import * as pulumi from "@pulumi/pulumi";
+import { describe, expect, it } from "vitest";
+import { isIptablesError } from "../../src/errors";
+import { familyInputs, type RateLimitArgs } from "../../src/resources/rate-limit";
+import { checkRateLimitArgs } from "../../src/resources/rate-limit-check";
+import type { Family } from "../../src/netfilter/types";
+
+const connection = { host: "198.18.0.10", privateKey: "not used by the check" };
+
+/** Runs the constructor's check and returns its error message, or undefined when it passes. */
+function check(args: Partial<RateLimitArgs>): string | undefined {
+  const all = { connection, ...args } as RateLimitArgs;
+  const families: Family[] = all.family === "both" ? ["ipv4", "ipv6"] : [all.family ?? "ipv4"];
+  try {
+    checkRateLimitArgs("web", all, families, (family) => familyInputs("web", family, all));
+    return undefined;
+  } catch (error) {
+    if (!isIptablesError(error)) throw error;
+    expect(error.code).toBe("INVALID_INPUT");
+    return error.message;
+  }
+}
+
+describe("checkRateLimitArgs", () => {
+  it("passes the defaults", () => {
+    expect(check({})).toBeUndefined();
+  });
+
+  it("passes every option set validly", () => {
+    const args: Partial<RateLimitArgs> = {
+      family: "both",
+      chain: "API-LIMIT",
+      rate: "3000/minute",
+      burst: 40,
+      hashlimitName: "api",
+      srcMask: { ipv4: 24, ipv6: 56 },
+      htableExpireMs: 1000,
+      htableSize: 1024,
+      htableMax: 8192,
+      hook: { chain: "DOCKER-USER", ports: [443, "8000:8080"], inInterface: "eth0", order: 5 },
+      log: { rate: "10/minute", burst: 3, prefix: "api: ", level: "info" },
+      reject: "REJECT",
+      rejectWith: { ipv4: "icmp-host-prohibited", ipv6: "icmp6-adm-prohibited" },
+      persist: { init: "systemd" },
+    };
+    expect(check(args)).toBeUndefined();
+  });
+
+  it.each<[string, Partial<RateLimitArgs>, RegExp]>([
+    ["rate", { rate: "50/fortnight" }, /^ {2}rate "50\/fortnight" is invalid: /m],
+    ["burst", { burst: 0 }, /^ {2}burst 0 is invalid: /m],
+    ["hashlimitName", { hashlimitName: "a/b" }, /^ {2}hashlimitName "a\/b" is invalid: /m],
+    ["srcMask", { srcMask: 64 }, /^ {2}srcMask 64 is invalid: /m],
+    ["chain", { chain: "bad name!" }, /^ {2}chain "bad name!" is invalid: /m],
+    ["log.prefix", { log: { prefix: "x".repeat(40) } }, /^ {2}log\.prefix "x{40}" is invalid: /m],
+    ["log.rate", { log: { rate: "often" } }, /^ {2}log\.rate "often" is invalid: /m],
+    ["hook.ports", { hook: { ports: [70000] } }, /^ {2}hook\.ports \[70000\] is invalid: /m],
+    ["hook.chain", { hook: { chain: "bad name!" } }, /^ {2}hook\.chain "bad name!" is invalid: /m],
+    [
+      "reject",
+      { reject: "ACCEPT" as "DROP" },
+      /^ {2}reject "ACCEPT" is invalid: use "REJECT" or "DROP"/m,
+    ],
+    ["family", { family: "ipv5" as "ipv4" }, /^ {2}family "ipv5" is invalid: /m],
+  ])("rejects an invalid %s under its RateLimit name", (_field, args, expected) => {
+    expect(check(args)).toMatch(expected);
+  });
+
+  it("rejects a reject type of the other family", () => {
+    const message = check({ family: "both", rejectWith: { ipv6: "icmp-port-unreachable" } });
+    expect(message).toMatch(/^ {2}rejectWith\.ipv6 "icmp-port-unreachable" is invalid: /m);
+    expect(message).not.toContain("rejectWith.ipv4");
+  });
+
+  it("rejects a misspelt argument, naming the accepted ones", () => {
+    const message = check({ rat: "50/sec", hook: { port: [22] } } as Partial<RateLimitArgs>);
+    expect(message).toContain("rat is not an argument of RateLimit");
+    expect(message).toContain("hook.port is not an argument of RateLimit");
+    expect(message).toContain("accepted: chain, protocol, ports, inInterface, order");
+  });
+
+  it("lists every invalid argument at once, each once", () => {
+    const message = check({
+      family: "both",
+      rate: "50/fortnight",
+      log: { prefix: "x".repeat(40) },
+    });
+    expect(message).toContain('RateLimit "web" has invalid arguments');
+    expect(message?.match(/rate "50\/fortnight"/g)).toHaveLength(1);
+    expect(message).toContain("log.prefix");
+  });
+
+  it("leaves values not known yet to the children", () => {
+    expect(
+      check({ rate: pulumi.output("50/fortnight"), chain: pulumi.output("bad name!") }),
+    ).toBeUndefined();
+  });
+});
