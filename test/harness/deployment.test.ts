@@ -181,3 +181,112 @@ describe("engine harness unknowns", () => {
     await deployment.destroy();
   });
 });
+
+describe("engine harness failures", () => {
+  /**
+   * A component with three children: `source` fails at check or at create (`failAt`),
+   * `dependent` takes `source`'s id as an input, and `independent` takes nothing from it.
+   * The component registers an output built from both, as RateLimit does.
+   */
+  function componentProgram(failAt: "check" | "create"): Program {
+    return (_pkg, pulumi) => {
+      const provider: import("@pulumi/pulumi").dynamic.ResourceProvider = {
+        async check(_olds, news) {
+          const failures =
+            news.label === "fail-check" ? [{ property: "label", reason: "label is invalid" }] : [];
+          return { inputs: news, failures };
+        },
+        async create(inputs) {
+          if (inputs.label === "fail-create") throw new Error("create of fail-create failed");
+          return { id: `id-of-${inputs.label}`, outs: inputs };
+        },
+      };
+      class Plain extends pulumi.dynamic.Resource {}
+      class Group extends pulumi.ComponentResource {
+        constructor(name: string) {
+          super("harness:test:Group", name);
+          const source = new Plain(
+            provider,
+            `${name}-source`,
+            { label: `fail-${failAt}` },
+            {
+              parent: this,
+            },
+          );
+          const dependent = new Plain(
+            provider,
+            `${name}-dependent`,
+            { label: source.id },
+            {
+              parent: this,
+            },
+          );
+          const independent = new Plain(
+            provider,
+            `${name}-independent`,
+            { label: "free" },
+            {
+              parent: this,
+            },
+          );
+          this.registerOutputs({ ids: pulumi.all([dependent.id, independent.id]) });
+        }
+      }
+      new Group("group");
+    };
+  }
+
+  for (const failAt of ["check", "create"] as const) {
+    it(`fails a component whose child fails at ${failAt}`, async () => {
+      const started = Date.now();
+      const error = await deployment.up(componentProgram(failAt)).catch((e: unknown) => e);
+      const elapsedMs = Date.now() - started;
+
+      expect(error).toBeInstanceOf(DeploymentError);
+      const failure = error as DeploymentError;
+      expect(failure.message).toContain(
+        failAt === "check" ? "label: label is invalid" : "create of fail-create failed",
+      );
+      expect(elapsedMs).toBeLessThan(5_000);
+      const created = failure.result.steps.filter((s) => s.op === "create").map((s) => s.name);
+      expect(created).toContain("group-independent");
+      expect(created).not.toContain("group-dependent");
+      expect(deployment.state.map((r) => r.name)).toContain("group-independent");
+      expect(deployment.state.map((r) => r.name)).not.toContain("group-dependent");
+
+      await deployment.destroy();
+      expect(deployment.state).toEqual([]);
+    });
+  }
+});
+
+describe("engine harness refresh", () => {
+  it("reads resources in parallel", async () => {
+    const program: Program = (_pkg, pulumi) => {
+      const provider: import("@pulumi/pulumi").dynamic.ResourceProvider = {
+        async create(inputs) {
+          return { id: `id-of-${inputs.label}`, outs: inputs };
+        },
+        async read(id, props) {
+          await new Promise((resolve) => setTimeout(resolve, 500));
+          return { id, props };
+        },
+      };
+      class Slow extends pulumi.dynamic.Resource {}
+      for (let i = 0; i < 8; i++) new Slow(provider, `slow-${i}`, { label: `slow-${i}` });
+    };
+    await deployment.up(program);
+
+    const started = Date.now();
+    const result = await deployment.refresh();
+    const elapsedMs = Date.now() - started;
+
+    expect(result.calls.read).toBe(8);
+    // One after another the reads would take 8 x 500 ms.
+    expect(elapsedMs).toBeLessThan(2_000);
+    expect(deployment.state.filter((r) => r.custom).map((r) => r.name)).toEqual(
+      Array.from({ length: 8 }, (_, i) => `slow-${i}`),
+    );
+    await deployment.destroy();
+  });
+});

@@ -170,23 +170,23 @@ export class Deployment {
     return this.run("up", program, false);
   }
 
-  /** Reads every custom resource back through the provider and updates the state. */
+  /**
+   * Reads every custom resource back through the provider, REFRESH_PARALLEL at a time, and
+   * updates the state. Steps are recorded in the order the reads finish, and the state keeps its
+   * order.
+   */
   async refresh(): Promise<OperationResult> {
     const op = new Operation(this.provider);
-    const next: ResourceState[] = [];
-    for (const resource of this.state) {
-      if (!resource.custom || !isDynamic(resource.type)) {
-        next.push(resource);
-        continue;
-      }
+    const refreshed = await mapWithLimit(this.state, REFRESH_PARALLEL, async (resource) => {
+      if (!resource.custom || !isDynamic(resource.type)) return [resource];
       try {
-        next.push(...(await this.refreshOne(op, resource)));
+        return await this.refreshOne(op, resource);
       } catch (error) {
         op.errors.push(error as Error);
-        next.push(resource);
+        return [resource];
       }
-    }
-    this.state = next;
+    });
+    this.state = refreshed.flat();
     return op.finish("refresh", {});
   }
 
@@ -484,6 +484,30 @@ function stateOf(
   };
 }
 
+/**
+ * Maximum number of Read calls refresh runs at once. The CLI's `--parallel` is unbounded by
+ * default, but the bound keeps a large test stack from sending every Read at the same moment.
+ */
+const REFRESH_PARALLEL = 16;
+
+/** Maps `items` through `fn` with at most `limit` calls running, keeping the input order. */
+async function mapWithLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
 function isDynamic(type: string): boolean {
   return type.startsWith("pulumi-nodejs:dynamic");
 }
@@ -565,6 +589,8 @@ async function runProgram(
     },
   };
 
+  const activity: RegistrationActivity = { inFlight: 0, changes: 0 };
+
   class EngineMonitor extends MockMonitor {
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     registerResource(req: any, callback: (error: Error | null, response?: unknown) => void): void {
@@ -580,20 +606,27 @@ async function runProgram(
         additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
         deleteBeforeReplace: req.getDeletebeforereplace(),
       };
-      register(registration).then(
-        (resource) => {
-          this.resources.set(urn, { urn, id: resource.id || null, state: resource.outputs });
-          const response = new resproto.RegisterResourceResponse();
-          response.setUrn(urn);
-          response.setId(resource.id);
-          response.setObject(structproto.Struct.fromJavaScript(resource.outputs));
-          callback(null, response);
-        },
-        (error: Error) => {
-          errors.push(error);
-          callback(error);
-        },
-      );
+      activity.inFlight++;
+      activity.changes++;
+      register(registration)
+        .then(
+          (resource) => {
+            this.resources.set(urn, { urn, id: resource.id || null, state: resource.outputs });
+            const response = new resproto.RegisterResourceResponse();
+            response.setUrn(urn);
+            response.setId(resource.id);
+            response.setObject(structproto.Struct.fromJavaScript(resource.outputs));
+            callback(null, response);
+          },
+          (error: Error) => {
+            errors.push(error);
+            callback(error);
+          },
+        )
+        .finally(() => {
+          activity.inFlight--;
+          activity.changes++;
+        });
     }
   }
 
@@ -623,9 +656,51 @@ async function runProgram(
     } catch (error) {
       record(error);
     }
-    await settings.waitForRPCs();
+    await untilDoneOrStalled(settings.waitForRPCs(), activity, errors);
     return outputs;
   });
+}
+
+/** Registrations the monitor has received and not yet responded to, and a count of changes to it. */
+interface RegistrationActivity {
+  inFlight: number;
+  changes: number;
+}
+
+/** Milliseconds without any registration starting or ending after which a failed run is over. */
+const STALL_MS = 200;
+
+/**
+ * Waits for the SDK's outstanding RPCs, or, once a registration has failed, until no
+ * registration is in flight and none started or ended for STALL_MS.
+ *
+ * A failed registration rejects the resource's outputs. A resource that takes one of them as an
+ * input then fails while it is prepared, before it reaches the monitor, and the SDK never
+ * settles that resource's own outputs or its RPC. Everything that depends on it (a component's
+ * registerOutputs, `waitForRPCs`) waits forever. Under the CLI the language host's process
+ * exits when its event loop is empty, and the engine finishes the update with the error. The
+ * harness runs in the test process, whose event loop never empties, so it stops at the stall.
+ */
+async function untilDoneOrStalled(
+  rpcsDone: Promise<void>,
+  activity: RegistrationActivity,
+  errors: readonly Error[],
+): Promise<void> {
+  let finished = false;
+  const stalled = async (): Promise<void> => {
+    let seen = -1;
+    while (!finished) {
+      await new Promise((resolve) => setTimeout(resolve, STALL_MS));
+      const quiet = activity.inFlight === 0 && activity.changes === seen;
+      if (errors.length > 0 && quiet) return;
+      seen = activity.changes;
+    }
+  };
+  try {
+    await Promise.race([rpcsDone, stalled()]);
+  } finally {
+    finished = true;
+  }
 }
 
 /**
