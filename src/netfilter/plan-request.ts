@@ -141,6 +141,8 @@ export function normalizeRequest(
     upsertById.set(id, desired);
   }
   upserts.sort((a, b) => compareMarkers(a.rule.marker, b.rule.marker));
+  const sameRule = options.sameRule ?? ((liveRule, desired) => liveRule.text === desired.line);
+  if (live !== undefined) checkCreatedAreNew(live, upserts, sameRule);
 
   return {
     table,
@@ -150,8 +152,37 @@ export function normalizeRequest(
     upserts,
     upsertById,
     deleteIds,
-    sameRule: options.sameRule ?? ((liveRule, desired) => liveRule.text === desired.line),
+    sameRule,
   };
+}
+
+/**
+ * Raises PLAN_CONFLICT when a rule marked `create` finds its marker id on a live rule that is
+ * not the same rule: another resource or stack owns that rule.
+ */
+function checkCreatedAreNew(
+  live: SaveTable,
+  upserts: readonly ParsedDesired[],
+  sameRule: (live: SaveRule, desired: DesiredRule) => boolean,
+): void {
+  const created = new Map(
+    upserts.filter((u) => u.rule.create === true).map((u) => [u.rule.marker.id, u.rule]),
+  );
+  if (created.size === 0) return;
+
+  for (const rule of live.rules) {
+    const id = ruleMarker(rule)?.id;
+    const desired = id === undefined ? undefined : created.get(id);
+    if (desired === undefined || sameRule(rule, desired)) continue;
+    throw new IptablesError(
+      "PLAN_CONFLICT",
+      `rule ${quoteForMessage(desired.marker.id)}: the ${live.name} table already has a ` +
+        `different rule with this marker id (${quoteForMessage(rule.text, 200)}), so another ` +
+        "resource or stack owns it; nothing was changed. Give this resource another name or " +
+        "markerId, or set adopt: true to take the rule over",
+      { details: { markerId: desired.marker.id, live: rule.text } },
+    );
+  }
 }
 
 function uniqueSorted(names: readonly string[], field: string): string[] {

@@ -54,6 +54,12 @@ export interface DesiredRule {
   readonly chain: string;
   /** The canonical line, as iptables-save prints it: `-A CHAIN ... -m comment --comment "pulumi-iptables:id:order" -j X`. */
   readonly line: string;
+  /**
+   * True when the rule is new to its owner: a live rule that carries the same marker id but is
+   * not this rule (by `sameRule`) belongs to someone else, and the plan fails with PLAN_CONFLICT
+   * instead of replacing it. A live copy equal to this rule is taken over.
+   */
+  readonly create?: boolean;
 }
 
 /** A change to one table. Every field may be left out, which requests nothing of that kind. */

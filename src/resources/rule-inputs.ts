@@ -30,6 +30,12 @@ export interface RulePlacementArgs {
    * @default "<project>/<stack>/<resource name>", so stacks sharing a host never collide
    */
   readonly markerId?: pulumi.Input<string>;
+  /**
+   * Takes over a live rule that already carries this marker id but differs from this rule.
+   * @default false - creating such a rule fails and changes nothing, because another resource
+   * or stack owns it (a live rule equal to this one is taken over either way)
+   */
+  readonly adopt?: pulumi.Input<boolean>;
 }
 
 /** Fields that match packets. Values starting with "!" are negated, as in iptables. */

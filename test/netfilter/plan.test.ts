@@ -507,6 +507,33 @@ describe("planTableChange chains", () => {
   });
 });
 
+describe("planTableChange rules to create", () => {
+  const theirs = managedLine("INPUT", m("other/stack/web", 0), SSH, "DROP");
+
+  it("rejects a marker id a different live rule carries", () => {
+    const ours = { ...desiredRule("INPUT", m("other/stack/web", 0), SSH, "ACCEPT"), create: true };
+
+    const details = expectCode(
+      () => plan([input(theirs)], { upsertRules: [ours] }),
+      "PLAN_CONFLICT",
+    );
+
+    expect(details).toMatchObject({ markerId: "other/stack/web", live: theirs });
+  });
+
+  it("takes over an equal live rule with no step", () => {
+    const ours = { ...desiredRule("INPUT", m("other/stack/web", 0), SSH, "DROP"), create: true };
+
+    expect(plan([input(theirs)], { upsertRules: [ours] }).steps).toEqual([]);
+  });
+
+  it("replaces a different live rule when not creating", () => {
+    const ours = desiredRule("INPUT", m("other/stack/web", 0), SSH, "ACCEPT");
+
+    expect(rulesAfter([input(theirs)], { upsertRules: [ours] })).toEqual([ours.line]);
+  });
+});
+
 describe("planTableChange jump loops", () => {
   const jumpToB = desiredRule("A", m("a-to-b", 1), "", "B");
   const jumpToA = desiredRule("B", m("b-to-a", 1), "", "A");

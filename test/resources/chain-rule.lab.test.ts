@@ -148,6 +148,62 @@ for (const index of [0, 1]) {
       await exec(host, ["iptables", "-X", "TAKEN"]);
     });
 
+    it("refuses to create a rule whose marker another rule carries", async () => {
+      const marker = `pulumi-iptables:other/stack/web:0`;
+      await exec(host, [
+        "iptables",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "udp",
+        "--dport",
+        "9",
+        "-m",
+        "comment",
+        "--comment",
+        marker,
+        "-j",
+        "DROP",
+      ]);
+      const claim =
+        (adopt?: boolean): Program =>
+        (pkg: Package) => {
+          new pkg.Rule("claim", {
+            connection: connectionOf(host),
+            chain: "OUTPUT",
+            markerId: "other/stack/web",
+            args: "-p udp --dport 9 -j ACCEPT",
+            adopt,
+          });
+        };
+      const before = await save(host);
+
+      const error = await deployment.up(claim()).catch((e: unknown) => e);
+      const afterRefusal = await save(host);
+      const adopted = await deployment.up(claim(true));
+      const afterAdoption = await save(host);
+      await deployment.destroy();
+
+      expect(error).toBeInstanceOf(DeploymentError);
+      expect((error as DeploymentError).message).toContain(
+        "already has a different rule with this marker id",
+      );
+      expect((error as DeploymentError).message).toContain("adopt: true");
+      // Timestamps ("# Generated ... on <time>") and chain counters differ between any two dumps.
+      const rules = (dump: string) =>
+        dump
+          .split("\n")
+          .filter((line) => !line.startsWith("#"))
+          .map((line) => line.replace(/ \[\d+:\d+\]$/, ""));
+      expect(rules(afterRefusal)).toEqual(rules(before));
+      expect(adopted.calls).toMatchObject({ create: 1 });
+      expect(afterAdoption).toContain(
+        `-A OUTPUT -p udp -m udp --dport 9 -m comment --comment "${marker}" -j ACCEPT`,
+      );
+      expect(afterAdoption).not.toContain("-j DROP");
+      expect(await save(host)).not.toContain(marker);
+    });
+
     it("fails to delete a chain that foreign rules jump to, naming them", async () => {
       await deployment.up(chainAndRule());
       await exec(host, ["iptables", "-A", "FORWARD", "-o", "eth9", "-j", "WATCH"]);

@@ -78,7 +78,7 @@ export function ruleProvider(kind: RuleKind): RuleProvider {
 
     async create(inputs) {
       const host = await openHost(inputs.connection);
-      const outs = await applyRule(host, inputs);
+      const outs = await applyRule(host, inputs, inputs.adopt !== true);
       return { id: resourceId(inputs), outs: { ...outs, hostKey: host.hostKey } };
     },
 
@@ -144,8 +144,11 @@ export function ruleProvider(kind: RuleKind): RuleProvider {
 
 type HostHandle = Awaited<ReturnType<typeof openHost>>;
 
-/** Upserts the rule in one transaction and returns the outputs read back from the host. */
-async function applyRule(host: HostHandle, inputs: Props): Promise<Props> {
+/**
+ * Upserts the rule in one transaction and returns the outputs read back from the host. With
+ * `create`, a different live rule carrying the same marker id fails the apply (PLAN_CONFLICT).
+ */
+async function applyRule(host: HostHandle, inputs: Props, create = false): Promise<Props> {
   if (containsUnknown(inputs)) {
     throw new IptablesError(
       "INVALID_INPUT",
@@ -158,6 +161,7 @@ async function applyRule(host: HostHandle, inputs: Props): Promise<Props> {
     marker: { id: inputs.markerId as string, order: inputs.order as number },
     chain: inputs.chain as string,
     line: inputs.rule as string,
+    create,
   };
 
   const result = await host.applyTableChange(
