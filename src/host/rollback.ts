@@ -145,7 +145,7 @@ async function awaitRollback(
     "APPLY_ROLLED_BACK",
     `the change to ${what} was rolled back: ${reason}. The host restored the previous table by ` +
       `itself after ${request.confirmTimeoutSeconds} s. The change most likely blocks new SSH ` +
-      `connections from this machine; fix the rules, or raise confirmTimeoutSeconds if the host ` +
+      `connections from this machine; fix the rules, or raise connection.confirmTimeoutSeconds if the host ` +
       `is only slow to accept connections`,
     { cause, details: { ...details(ctx, request), verified: status === "fired", after: table } },
   );

@@ -22,6 +22,13 @@ export type ConnectionArgs = types.input.remote.ConnectionArgs & {
    * @default false
    */
   readonly sudo?: pulumi.Input<boolean>;
+  /**
+   * Seconds a change that can affect new connections (anything reachable from INPUT) stays
+   * armed: unless a new SSH connection confirms it within this time, the host restores the
+   * previous rules by itself. Raise it for hosts that are slow to accept a connection.
+   * @default 20
+   */
+  readonly confirmTimeoutSeconds?: pulumi.Input<number>;
 };
 
 /** Connection fields the provider accepts, in the order messages list them. */
@@ -38,6 +45,7 @@ const FIELDS = [
   "proxy",
   "hostKey",
   "sudo",
+  "confirmTimeoutSeconds",
 ] as const;
 
 /** A connection problem found by check(): the property path and the reason. */
@@ -69,6 +77,20 @@ export function checkConnection(value: unknown, property = "connection"): Connec
   const sudo = (value as { sudo?: unknown }).sudo;
   if (sudo !== undefined && typeof sudo !== "boolean") {
     return [{ property: `${property}.sudo`, reason: `${property}.sudo must be true or false` }];
+  }
+  const confirm = (value as { confirmTimeoutSeconds?: unknown }).confirmTimeoutSeconds;
+  if (
+    confirm !== undefined &&
+    (typeof confirm !== "number" || !Number.isInteger(confirm) || confirm < 1 || confirm > 3600)
+  ) {
+    return [
+      {
+        property: `${property}.confirmTimeoutSeconds`,
+        reason:
+          `${property}.confirmTimeoutSeconds ${JSON.stringify(confirm)} is invalid: ` +
+          "use whole seconds from 1 to 3600",
+      },
+    ];
   }
   try {
     resolveConnection(value as HostConnection, property);

@@ -18,6 +18,7 @@
 import { createHash } from "node:crypto";
 import { quoteForMessage } from "../errors";
 import type { Host } from "../host";
+import { applyOptions } from "./host-access";
 import { splitArgs } from "../netfilter/tokenize";
 import type { Family, TableName } from "../netfilter/types";
 
@@ -93,7 +94,7 @@ export async function moveToTemporaryTable(host: Host, news: Props): Promise<voi
         },
       ],
     },
-    { rollback: "auto" },
+    applyOptions(news.connection),
   );
 
   const waited = await host.run(

@@ -2,7 +2,7 @@
  * Access to hosts for the providers: the host layer's pooled handle, with the host key pinned
  * (trust on first use) and the host layer's warnings forwarded to the Pulumi CLI.
  */
-import { getHost, type Host } from "../host";
+import { getHost, type ApplyOptions, type Host } from "../host";
 import type { HostEvent } from "../host/events";
 import { hostConnection } from "./connection";
 
@@ -29,4 +29,16 @@ function forwardEvent(event: HostEvent): void {
         `${event.delayMs} ms: ${event.reason}`,
     );
   }
+}
+
+/**
+ * Returns the options of a resource's table change: the lock-out rollback where the change can
+ * affect new connections, confirmed within the connection's `confirmTimeoutSeconds`.
+ */
+export function applyOptions(connection: unknown): ApplyOptions {
+  const seconds = (connection as { confirmTimeoutSeconds?: unknown } | undefined)
+    ?.confirmTimeoutSeconds;
+  return typeof seconds === "number"
+    ? { rollback: "auto", confirmTimeoutSeconds: seconds }
+    : { rollback: "auto" };
 }

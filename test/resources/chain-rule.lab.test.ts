@@ -204,6 +204,26 @@ for (const index of [0, 1]) {
       expect(await save(host)).not.toContain(marker);
     });
 
+    it("rolls back a lock-out within the connection's confirm timeout", async () => {
+      const program: Program = (pkg: Package) => {
+        new pkg.Rule("lockout", {
+          connection: { ...connectionOf(host), confirmTimeoutSeconds: 2 },
+          chain: "INPUT",
+          args: "-p tcp --dport 22 -m conntrack --ctstate NEW -j DROP",
+        });
+      };
+
+      const started = Date.now();
+      const error = await deployment.up(program).catch((e: unknown) => e);
+      const seconds = (Date.now() - started) / 1000;
+
+      expect(error).toBeInstanceOf(DeploymentError);
+      expect((error as DeploymentError).message).toContain("was rolled back");
+      expect((error as DeploymentError).message).toContain("by itself after 2 s");
+      expect(seconds).toBeLessThan(15);
+      expect(await save(host)).not.toContain("lockout");
+    });
+
     it("fails to delete a chain that foreign rules jump to, naming them", async () => {
       await deployment.up(chainAndRule());
       await exec(host, ["iptables", "-A", "FORWARD", "-o", "eth9", "-j", "WATCH"]);

@@ -143,6 +143,7 @@ describe("rule check failures", () => {
     ["missing target", "Rule", {}, "jump", /set jump/],
     ["connection without a host", "Rule", { jump: "ACCEPT", connection: { privateKey: "k" } }, "connection.host", /connection.host/],
     ["connection port out of range", "Rule", { jump: "ACCEPT", connection: { ...connection, port: 70000 } }, "connection.port", /use an integer from 1 to 65535/],
+    ["confirm timeout of zero", "Rule", { jump: "ACCEPT", connection: { ...connection, confirmTimeoutSeconds: 0 } }, "connection.confirmTimeoutSeconds", /0 is invalid: use whole seconds from 1 to 3600/],
   ]; // prettier-ignore
 
   for (const [name, kind, extra, property, reason] of cases) {

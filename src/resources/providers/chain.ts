@@ -11,7 +11,7 @@ import { BUILTIN_CHAINS, type Family, type SaveTable, type TableName } from "../
 import { checkConnection, connectionAddress } from "../connection";
 import { invalid, zodFailures, type CheckFailure } from "../failures";
 import { chainNameSchema, familySchema, orUnknown, tableSchema, TARGET_NAMES } from "../fields";
-import { openHost } from "../host-access";
+import { applyOptions, openHost } from "../host-access";
 import { containsUnknown } from "../unknown";
 
 type Props = Record<string, unknown>;
@@ -113,7 +113,7 @@ export const chainProvider = {
       family,
       table,
       { createChains: [name] },
-      { rollback: "auto" },
+      applyOptions(inputs.connection),
     );
     const existed = created.before?.chains.some((chain) => chain.name === name) ?? false;
     if (existed && inputs.adopt !== true) {
@@ -187,7 +187,7 @@ export const chainProvider = {
       family,
       table,
       { deleteChains: [name], purgeUnmanaged },
-      { rollback: "auto" },
+      applyOptions(props.connection),
     );
   },
 };
@@ -202,7 +202,7 @@ async function purge(
     inputs.family as Family,
     inputs.table as TableName,
     { purgeUnmanaged: [name] },
-    { rollback: "auto" },
+    applyOptions(inputs.connection),
   );
   return result.after;
 }

@@ -14,7 +14,7 @@ import type { Backend, Family, SaveRule, SaveTable, TableName } from "../../netf
 import { connectionAddress } from "../connection";
 import { warnWhenTableFilling } from "../hashlimit-pressure";
 import { hashlimitTablePath, moveToTemporaryTable, needsTableSwap } from "../hashlimit-swap";
-import { openHost } from "../host-access";
+import { applyOptions, openHost } from "../host-access";
 import { checkRule, type RuleKind } from "../rule-check";
 import { UNKNOWN, containsUnknown } from "../unknown";
 import type { CheckFailure } from "../failures";
@@ -136,7 +136,7 @@ export function ruleProvider(kind: RuleKind): RuleProvider {
         props.family as Family,
         props.table as TableName,
         { deleteRules: [props.markerId as string] },
-        { rollback: "auto" },
+        applyOptions(props.connection),
       );
     },
   };
@@ -168,7 +168,7 @@ async function applyRule(host: HostHandle, inputs: Props, create = false): Promi
     family,
     table,
     { upsertRules: [desired] },
-    { rollback: "auto" },
+    applyOptions(inputs.connection),
   );
   const facts = await host.facts();
 
