@@ -86,6 +86,10 @@ async function up(name: string, countText: string | undefined, backend: string):
   const specs: LabHostSpec[] = Array.from({ length: count }, (_, index) => ({
     backend: backendOf(index),
   }));
+  if (existsSync(inventoryPath(name))) {
+    // createLab replaces a lab of the same name, so its hosts' rules and state are lost.
+    console.log(`lab "${name}" is already up: replacing it with ${count} new hosts`);
+  }
   const started = Date.now();
   const lab = await createLab({ name, hosts: specs });
   console.log(`lab "${name}": ${lab.hosts.length} hosts up in ${Date.now() - started} ms`);
