@@ -88,11 +88,13 @@ async function up(name: string, countText: string | undefined, backend: string):
   }));
   if (existsSync(inventoryPath(name))) {
     // createLab replaces a lab of the same name, so its hosts' rules and state are lost.
-    console.log(`lab "${name}" is already up: replacing it with ${count} new hosts`);
+    console.log(`lab "${name}" is already up: replacing it with ${plural(count, "new host")}`);
   }
   const started = Date.now();
   const lab = await createLab({ name, hosts: specs });
-  console.log(`lab "${name}": ${lab.hosts.length} hosts up in ${Date.now() - started} ms`);
+  console.log(
+    `lab "${name}": ${plural(lab.hosts.length, "host")} up in ${Date.now() - started} ms`,
+  );
   await printHosts(name);
   console.log(`inventory: ${lab.inventoryPath}`);
   console.log(`ssh: ssh -i ${lab.hosts[0].privateKeyPath} root@${lab.hosts[0].ipv4}`);
@@ -146,3 +148,8 @@ main(process.argv.slice(2)).then(
     process.exit(1);
   },
 );
+
+/** Returns "1 host" or "3 hosts". */
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
