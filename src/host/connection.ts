@@ -30,8 +30,10 @@ export interface HostConnection {
   readonly agentSocketPath?: string;
   /**
    * Attempts to open the connection before giving up, with exponential backoff between them;
-   * -1 retries until the operation's deadline. Only failures that can pass (connection refused,
-   * timeouts, resets) are retried.
+   * -1 retries until the operation's deadline. Timeouts, resets and temporary DNS failures are
+   * retried up to this limit. A refused port, or a host that does not respond on its link, is
+   * retried for about 5 s only, so a restarting sshd is waited for but a stopped one is not.
+   * Rejected credentials or host keys and an unreachable route fail at once.
    * @default 10
    */
   readonly dialErrorLimit?: number;

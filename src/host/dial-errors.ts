@@ -33,15 +33,36 @@ const CODES: Record<DialStage, ErrorCode> = {
   closed: "SSH_CLOSED",
 };
 
+/**
+ * How a failed dial is retried.
+ * - "never": another attempt fails the same way (credentials, host keys, a route that rejects
+ *   the address, a name that does not exist).
+ * - "briefly": the failure passes within seconds when sshd restarts or the host is rebooting,
+ *   and never when sshd is stopped or the host is gone (a refused port, a host that does not
+ *   respond on its link). Retried within a short window only.
+ * - "up-to-limit": timeouts, resets and temporary DNS failures, retried up to
+ *   `dialErrorLimit` attempts.
+ */
+export type DialRetry = "never" | "briefly" | "up-to-limit";
+
+/**
+ * An EHOSTUNREACH that takes at least this long comes from a neighbour lookup (ARP or NDP)
+ * that got no reply, which a rebooting host also causes; a quicker one comes from a route.
+ * Linux gives up a neighbour lookup after 3 s by default (`mcast_solicit` 3 times
+ * `retrans_time_ms` 1000, see ip-sysctl in the kernel documentation).
+ */
+const NEIGHBOUR_LOOKUP_MIN_MS = 1000;
+
 /** Builds the error of a failed dial: `ssh to TARGET failed during STAGE: WHAT; NEXT`. */
 export function dialError(
   conn: ResolvedConnection,
   stage: DialStage,
   what: string,
   next: string,
-  options: { cause?: unknown; retryable?: boolean; details?: Record<string, unknown> } = {},
+  options: { cause?: unknown; retry?: DialRetry; details?: Record<string, unknown> } = {},
 ): IptablesError {
   const message = `ssh to ${describeTarget(conn)} failed during ${stageName(stage)}: ${what}; ${next}`;
+  const retry = options.retry ?? "never";
   return new IptablesError(CODES[stage], message, {
     cause: options.cause,
     details: {
@@ -49,19 +70,29 @@ export function dialError(
       port: conn.port,
       user: conn.user,
       stage,
-      retryable: options.retryable ?? false,
+      retry,
+      retryable: retry !== "never",
       ...options.details,
     },
   });
 }
 
-/** Tells whether another attempt may succeed where this dial error failed. */
-export function isRetryableDialError(error: unknown): boolean {
-  return error instanceof IptablesError && error.details.retryable === true;
+/** Returns how another attempt is made after this error; "never" for errors not of a dial. */
+export function dialRetryOf(error: unknown): DialRetry {
+  if (!(error instanceof IptablesError)) return "never";
+  const retry = error.details.retry;
+  return retry === "briefly" || retry === "up-to-limit" ? retry : "never";
 }
 
-/** Classifies an error of the TCP connect (a Node.js system error). */
-export function tcpError(conn: ResolvedConnection, error: NodeJS.ErrnoException): IptablesError {
+/**
+ * Classifies an error of the TCP connect (a Node.js system error) that arrived `elapsedMs`
+ * after the connect started.
+ */
+export function tcpError(
+  conn: ResolvedConnection,
+  error: NodeJS.ErrnoException,
+  elapsedMs: number,
+): IptablesError {
   const code = error.code ?? "";
   const port = conn.port;
   switch (code) {
@@ -82,7 +113,7 @@ export function tcpError(conn: ResolvedConnection, error: NodeJS.ErrnoException)
         "dns",
         `the name ${JSON.stringify(conn.host)} could not be resolved now (${code})`,
         "check this machine's DNS resolver",
-        { cause: error, retryable: true },
+        { cause: error, retry: "up-to-limit" },
       );
     case "ECONNREFUSED":
       return dialError(
@@ -90,18 +121,13 @@ export function tcpError(conn: ResolvedConnection, error: NodeJS.ErrnoException)
         "tcp-connect",
         `the connection to port ${port} was refused (ECONNREFUSED)`,
         `check that sshd runs and listens on port ${port}, and that no firewall rejects it`,
-        { cause: error, retryable: true },
+        { cause: error, retry: "briefly" },
       );
     case "EHOSTUNREACH":
     case "ENETUNREACH":
+    case "ENETDOWN":
     case "EADDRNOTAVAIL":
-      return dialError(
-        conn,
-        "tcp-connect",
-        `the address is unreachable from this machine (${code})`,
-        "check connection.host and the routes of this machine",
-        { cause: error, retryable: true },
-      );
+      return unreachableError(conn, error, code, elapsedMs);
     case "ECONNRESET":
     case "EPIPE":
       return dialError(
@@ -109,7 +135,7 @@ export function tcpError(conn: ResolvedConnection, error: NodeJS.ErrnoException)
         "tcp-connect",
         `the connection was reset (${code})`,
         "check sshd's logs on the host (MaxStartups, tcp_wrappers) and any firewall on the way",
-        { cause: error, retryable: true },
+        { cause: error, retry: "up-to-limit" },
       );
     default:
       return dialError(
@@ -117,9 +143,33 @@ export function tcpError(conn: ResolvedConnection, error: NodeJS.ErrnoException)
         "tcp-connect",
         `the TCP connection failed (${code || error.message})`,
         "check connection.host and connection.port",
-        { cause: error, retryable: true },
+        { cause: error, retry: "up-to-limit" },
       );
   }
+}
+
+function unreachableError(
+  conn: ResolvedConnection,
+  error: NodeJS.ErrnoException,
+  code: string,
+  elapsedMs: number,
+): IptablesError {
+  if (code === "EHOSTUNREACH" && elapsedMs >= NEIGHBOUR_LOOKUP_MIN_MS) {
+    return dialError(
+      conn,
+      "tcp-connect",
+      `no host responded at this address (EHOSTUNREACH after ${(elapsedMs / 1000).toFixed(1)} s)`,
+      "check that the host is up and that connection.host is its address",
+      { cause: error, retry: "briefly" },
+    );
+  }
+  return dialError(
+    conn,
+    "tcp-connect",
+    `the address is unreachable from this machine (${code})`,
+    "check connection.host and the routes of this machine",
+    { cause: error },
+  );
 }
 
 function stageName(stage: DialStage): string {

@@ -8,7 +8,7 @@ import { Client, utils as sshUtils, type AuthenticationType, type ClientChannel 
 import type { Duplex } from "node:stream";
 import { IptablesError } from "../errors";
 import { formatAddress, type ResolvedConnection } from "./connection";
-import { dialError, isRetryableDialError, tcpError } from "./dial-errors";
+import { dialError, dialRetryOf, tcpError, type DialRetry } from "./dial-errors";
 import type { HostEvent } from "./events";
 import {
   fingerprint,
@@ -48,17 +48,42 @@ export function forgetSeenHostKeys(): void {
   firstSeenHostKeys.clear();
 }
 
-/** Opens a connection, retrying up to `dialErrorLimit` attempts with exponential backoff. */
+/**
+ * Milliseconds over which failures retried "briefly" (a refused port, a host that does not
+ * respond on its link) are retried, from the start of the first attempt of an unbroken run of
+ * them. An sshd that restarts listens again well within it, and a stopped sshd or a wrong port
+ * fails after about 4 s (attempts at 0, 0.25, 0.75, 1.75 and 3.75 s, before jitter).
+ */
+const BRIEF_RETRY_WINDOW_MS = 5_000;
+
+/**
+ * Opens a connection, making up to `dialErrorLimit` attempts with exponential backoff between
+ * them. How a failure is retried depends on its kind (see `DialRetry`): credentials, host keys
+ * and routes that reject the address fail at once; a refused port or a host that does not
+ * respond is retried for BRIEF_RETRY_WINDOW_MS; timeouts and resets are retried up to the limit.
+ * Each attempt lasts at most `perDialTimeout`, so at the defaults (10 attempts of 15 s) a host
+ * that never responds fails after about 3 minutes. With `deadline`, no attempt starts or lasts
+ * beyond it. Raises the last attempt's error (SSH_* codes).
+ */
 export async function dial(conn: ResolvedConnection, options: DialOptions): Promise<Transport> {
   const limit = conn.dialErrorLimit === -1 ? Number.POSITIVE_INFINITY : conn.dialErrorLimit;
+  let briefRunStarted: number | undefined;
   for (let attempt = 1; ; attempt++) {
+    const attemptStarted = Date.now();
     try {
       return await dialOnce(conn, options);
     } catch (error) {
+      const retry = dialRetryOf(error);
       const delayMs = backoffMs(attempt);
-      const outOfTime = options.deadline !== undefined && Date.now() + delayMs >= options.deadline;
+      const nextStart = Date.now() + delayMs;
+      if (retry === "briefly") briefRunStarted ??= attemptStarted;
+      else briefRunStarted = undefined;
+
+      const outOfTime = options.deadline !== undefined && nextStart >= options.deadline;
+      const briefWindowOver =
+        briefRunStarted !== undefined && nextStart - briefRunStarted > BRIEF_RETRY_WINDOW_MS;
       const unlimitedWithoutDeadline = limit === Number.POSITIVE_INFINITY && !options.deadline;
-      if (!isRetryableDialError(error) || attempt >= limit || outOfTime) throw error;
+      if (retry === "never" || attempt >= limit || outOfTime || briefWindowOver) throw error;
       if (unlimitedWithoutDeadline && attempt >= 1000) throw error;
       options.emit({
         kind: "retry",
@@ -158,6 +183,7 @@ function attemptTimeout(conn: ResolvedConnection, options: DialOptions): number 
 
 function connectTcp(conn: ResolvedConnection, timeoutMs: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
+    const started = Date.now();
     const socket = netConnect({ host: conn.host, port: conn.port });
     // Without this every command waits for delayed ACKs: about 45 ms more per round trip.
     socket.setNoDelay(true);
@@ -169,7 +195,7 @@ function connectTcp(conn: ResolvedConnection, timeoutMs: number): Promise<Socket
           "tcp-timeout",
           `no answer to the TCP connect within ${formatSeconds(timeoutMs)}`,
           "check the address, the port and firewalls on the way, or raise connection.perDialTimeout",
-          { retryable: true },
+          { retry: "up-to-limit" },
         ),
       );
     }, timeoutMs);
@@ -181,7 +207,7 @@ function connectTcp(conn: ResolvedConnection, timeoutMs: number): Promise<Socket
     socket.once("error", (error: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       socket.destroy();
-      reject(tcpError(conn, error));
+      reject(tcpError(conn, error, Date.now() - started));
     });
   });
 }
@@ -200,7 +226,7 @@ function openTunnel(
             "tcp-timeout",
             `the jump host did not open a tunnel within ${formatSeconds(timeoutMs)}`,
             "check that the jump host can reach the target, or raise connection.perDialTimeout",
-            { retryable: true },
+            { retry: "up-to-limit" },
           ),
         );
       },
@@ -216,7 +242,7 @@ function openTunnel(
             `the jump host could not connect to the target (${error.message})`,
             "check that the jump host reaches the target's address and port, and that its sshd " +
               "allows TCP forwarding (AllowTcpForwarding)",
-            { cause: error, retryable: true },
+            { cause: error, retry: tunnelRetry(error) },
           ),
         );
         return;
@@ -224,6 +250,17 @@ function openTunnel(
       resolve(channel);
     });
   });
+}
+
+/**
+ * Classifies a refused `direct-tcpip` channel by what the jump host reported: its sshd's
+ * connect error text (OpenSSH sends strerror, such as "Connection refused"), or reason 1
+ * (administratively prohibited, RFC 4254 section 5.1) when forwarding is turned off.
+ */
+function tunnelRetry(error: Error & { reason?: number }): DialRetry {
+  if (error.reason === 1) return "never";
+  if (/refused|no route to host|unreachable/i.test(error.message)) return "briefly";
+  return "up-to-limit";
 }
 
 type ParsedKey = Exclude<ReturnType<typeof sshUtils.parseKey>, Error>;
@@ -318,7 +355,7 @@ function handshake(
           "closed",
           "the server closed the connection before authentication finished",
           "check sshd's logs on the host (MaxStartups, AllowUsers, tcp_wrappers)",
-          { retryable: true },
+          { retry: "up-to-limit" },
         ),
       );
     });
@@ -454,7 +491,7 @@ function handshakeError(
         `the handshake and authentication did not finish within ${formatSeconds(timeoutMs)}`,
         "check that the port belongs to sshd and that the host is not overloaded, or raise " +
           "connection.perDialTimeout",
-        { cause: error, retryable: true },
+        { cause: error, retry: "up-to-limit" },
       );
     case "client-socket":
       return dialError(
@@ -462,7 +499,7 @@ function handshakeError(
         "closed",
         `the connection broke during the handshake (${error.code ?? error.message})`,
         "check sshd's logs on the host (MaxStartups, AllowUsers, tcp_wrappers)",
-        { cause: error, retryable: true },
+        { cause: error, retry: "up-to-limit" },
       );
     default:
       return dialError(
