@@ -184,7 +184,7 @@ describe("engine harness unknowns", () => {
 
 describe("engine harness failures", () => {
   /**
-   * A component with three children: `source` fails at check or at create (`failAt`),
+   * Builds a component with three children: `source` fails at check or at create (`failAt`),
    * `dependent` takes `source`'s id as an input, and `independent` takes nothing from it.
    * The component registers an output built from both, as RateLimit does.
    */
@@ -258,6 +258,34 @@ describe("engine harness failures", () => {
       expect(deployment.state).toEqual([]);
     });
   }
+});
+
+describe("engine harness destroy", () => {
+  it("keeps what a failed delete depends on", async () => {
+    const program: Program = (_pkg, pulumi) => {
+      const provider: import("@pulumi/pulumi").dynamic.ResourceProvider = {
+        async create(inputs) {
+          return { id: `id-of-${inputs.label}`, outs: inputs };
+        },
+        async delete(_id, props) {
+          if (props.label === "stuck") throw new Error("delete of stuck failed");
+        },
+      };
+      class Plain extends pulumi.dynamic.Resource {}
+      const base = new Plain(provider, "base", { label: "base" });
+      new Plain(provider, "stuck", { label: "stuck", after: base.id });
+      new Plain(provider, "loose", { label: "loose" });
+    };
+    await deployment.up(program);
+
+    const error = await deployment.destroy().catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(DeploymentError);
+    expect((error as DeploymentError).message).toContain("stuck: delete failed:");
+    expect((error as DeploymentError).result.calls.delete).toBe(2);
+    expect(deployment.state.filter((r) => r.custom).map((r) => r.name)).toEqual(["base", "stuck"]);
+    deployment.state = [];
+  });
 });
 
 describe("engine harness refresh", () => {

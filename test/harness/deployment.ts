@@ -14,8 +14,13 @@
  * - A replacement creates the new resource first and deletes the old one after the program has
  *   finished, unless the provider or the resource asks for delete-before-replace.
  * - Resources the program no longer registers are deleted after it finishes, newest first.
- * - Refresh calls Read; an empty id drops the resource from state, returned inputs replace the
- *   stored inputs.
+ * - A failed resource fails the operation. Resources that take its outputs never register, and
+ *   the run ends once nothing is in flight. Independent resources still run, as under
+ *   `--continue-on-error` (without it the engine starts no new step after a failure).
+ * - Destroy deletes newest first and keeps every resource that a resource whose delete failed
+ *   (or was skipped) depends on or is a child of.
+ * - Refresh calls Read, up to 16 at once; an empty id drops the resource from state, returned
+ *   inputs replace the stored inputs.
  */
 import { fixtureProject, type FixtureProject } from "./fixture";
 import {
@@ -190,15 +195,29 @@ export class Deployment {
     return op.finish("refresh", {});
   }
 
-  /** Deletes every resource, newest first. */
+  /**
+   * Deletes every resource, newest first. As the engine does, a resource stays when the delete
+   * of a resource that depends on it (or of one of its children) failed or was skipped.
+   */
   async destroy(): Promise<OperationResult> {
     const op = new Operation(this.provider);
+    const kept = new Set<string>();
     for (const resource of [...this.state].reverse()) {
+      const neededBy = this.state.find(
+        (other) =>
+          kept.has(other.urn) &&
+          (other.dependencies.includes(resource.urn) || other.parent === resource.urn),
+      );
+      if (neededBy !== undefined) {
+        kept.add(resource.urn);
+        continue;
+      }
       try {
         if (resource.custom) await this.deleteOne(op, resource);
         this.state = this.state.filter((r) => r.urn !== resource.urn);
       } catch (error) {
         op.errors.push(error as Error);
+        kept.add(resource.urn);
       }
     }
     return op.finish("destroy", {});

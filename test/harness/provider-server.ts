@@ -250,9 +250,10 @@ export class ProviderServer {
 
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   private call(method: string, request: unknown): Promise<any> {
+    const urn = (request as { getUrn?: () => string }).getUrn?.();
     return new Promise((resolve, reject) => {
       this.client[method](request, (error: Error | null, response: unknown) => {
-        if (error) reject(new ProviderCallError(method, error));
+        if (error) reject(new ProviderCallError(method, error, urn));
         else resolve(response);
       });
     });
@@ -265,14 +266,21 @@ export class ProviderServer {
   }
 }
 
-/** A gRPC error from the provider, with the provider's message as the error's message. */
+/**
+ * A gRPC error from the provider. The message names the resource, as the CLI does, and then
+ * gives the provider's message: `NAME: create failed: MESSAGE`.
+ */
 export class ProviderCallError extends Error {
   constructor(
     readonly method: string,
     readonly grpcError: Error,
+    readonly urn?: string,
   ) {
     const details = (grpcError as { details?: string }).details ?? grpcError.message;
-    super(`${method}: ${details}`, { cause: grpcError });
+    const name = urn?.split("::").pop();
+    super(`${name === undefined ? "" : `${name}: `}${method} failed: ${details}`, {
+      cause: grpcError,
+    });
     this.name = "ProviderCallError";
   }
 }
