@@ -11,8 +11,6 @@ import { IptablesError, quoteForMessage, type ErrorCode } from "../errors";
 import { excerptAt, splitArgs } from "./tokenize";
 import type { Counters, SaveChain, SaveDump, SaveNote, SaveRule, SaveTable } from "./types";
 
-/** `[packets:bytes]` as iptables-save prints counters. */
-const COUNTERS = /^\[(\d+):(\d+)\]$/;
 /** A chain header: `:NAME POLICY [packets:bytes]`, where POLICY is "-" for a user chain. */
 const CHAIN_HEADER = /^:(\S+) (\S+) \[(\d+):(\d+)\]$/;
 /** A table header: `*filter`. */
@@ -26,14 +24,17 @@ const TABLE_HEADER = /^\*(\S+)$/;
  */
 export function parseSave(text: string): SaveDump {
   const parser = new DumpParser();
-  const lines = text.split("\n");
-  // A final newline leaves one empty string after the last line.
-  const count =
-    lines.length > 0 && lines[lines.length - 1] === "" ? lines.length - 1 : lines.length;
-  for (let index = 0; index < count; index++) {
-    parser.line(lines[index], index + 1);
+  let lineNumber = 0;
+  // Lines are read in place, so a rule line costs one copy of its text. A final newline ends
+  // the last line and starts none.
+  for (let start = 0; start < text.length;) {
+    let end = text.indexOf("\n", start);
+    if (end < 0) end = text.length;
+    lineNumber++;
+    parser.lineAt(text, start, end, lineNumber);
+    start = end + 1;
   }
-  return parser.finish(count);
+  return parser.finish(lineNumber);
 }
 
 /**
@@ -120,15 +121,20 @@ class DumpParser {
   private readonly tableNames = new Set<string>();
   private open: OpenTable | undefined;
 
-  line(text: string, lineNumber: number): void {
-    if (text === "") return;
-
-    const first = text.charCodeAt(0);
+  /** Reads the line `source.slice(start, end)`. */
+  lineAt(source: string, start: number, end: number, lineNumber: number): void {
+    if (end === start) return;
+    const first = source.charCodeAt(start);
     // Rule lines come first: they are almost every line of a large dump.
     if ((first === 45 /* "-" */ || first === 91) /* "[" */ && this.open !== undefined) {
-      this.open.rules.push(this.rule(this.open, text, lineNumber));
+      this.open.rules.push(this.rule(this.open, source, start, end, lineNumber));
       return;
     }
+    this.line(source.slice(start, end), lineNumber);
+  }
+
+  private line(text: string, lineNumber: number): void {
+    const first = text.charCodeAt(0);
 
     const noteKind = classifyNote(text);
     if (noteKind !== undefined) {
@@ -156,7 +162,7 @@ class DumpParser {
     if (first === 58 /* ":" */) {
       this.chainHeader(table, text, lineNumber);
     } else if (first === 45 /* "-" */ || first === 91 /* "[" */) {
-      table.rules.push(this.rule(table, text, lineNumber));
+      table.rules.push(this.rule(table, text, 0, text.length, lineNumber));
     } else if (text === "COMMIT") {
       this.tables.push({
         name: table.name,
@@ -253,26 +259,33 @@ class DumpParser {
     });
   }
 
-  private rule(table: OpenTable, text: string, lineNumber: number): SaveRule {
+  /** Reads the rule line `source.slice(start, end)`. */
+  private rule(
+    table: OpenTable,
+    source: string,
+    start: number,
+    end: number,
+    lineNumber: number,
+  ): SaveRule {
     let counters: Counters | undefined;
     let ruleStart = 0;
-    if (text.charCodeAt(0) === 91 /* "[" */) {
-      const space = text.indexOf(" ");
-      const match = space > 0 ? COUNTERS.exec(text.slice(0, space)) : null;
-      if (match === null || text.charCodeAt(space + 1) === 32) {
+    if (source.charCodeAt(start) === 91 /* "[" */) {
+      counters = readCounterPrefix(source, start, end);
+      const space = source.indexOf(" ", start);
+      if (counters === undefined || source.charCodeAt(space + 1) === 32) {
         throw parseError(
           "PARSE_SYNTAX",
           'has a malformed counter prefix; expected "[packets:bytes] -A CHAIN ..."',
-          text,
+          source.slice(start, end),
           lineNumber,
           0,
         );
       }
-      counters = { packets: BigInt(match[1]), bytes: BigInt(match[2]) };
-      ruleStart = space + 1;
+      ruleStart = space + 1 - start;
     }
 
-    const ruleText = ruleStart === 0 ? text : text.slice(ruleStart);
+    const ruleText = source.slice(start + ruleStart, end);
+    const text = ruleStart === 0 ? ruleText : source.slice(start, end);
 
     // A rule whose quotes all close cannot fail in the tokenizer, so its arguments are split
     // only when a caller reads them. Large dumps then keep one object per rule instead of one
@@ -280,7 +293,7 @@ class DumpParser {
     if (ruleText.startsWith("-A ")) {
       const end = ruleText.indexOf(" ", 3);
       const chain = end < 0 ? ruleText.slice(3) : ruleText.slice(3, end);
-      if (chain !== "" && !/["\t]/.test(chain) && closesQuotes(ruleText)) {
+      if (chain !== "" && !chain.includes('"') && !chain.includes("\t") && closesQuotes(ruleText)) {
         this.checkChain(table, chain, text, lineNumber, ruleStart);
         return new DumpRule(chain, ruleText, lineNumber, counters, undefined);
       }
@@ -331,6 +344,38 @@ class DumpParser {
       );
     }
   }
+}
+
+/** Counters of `[0:0]`, shared by every rule that has them. */
+const ZERO_COUNTERS: Counters = Object.freeze({ packets: 0n, bytes: 0n });
+
+/**
+ * Reads the `[packets:bytes]` prefix of the line `source.slice(start, end)`, up to its first
+ * space, or returns undefined when the prefix is malformed.
+ */
+function readCounterPrefix(source: string, start: number, end: number): Counters | undefined {
+  const space = source.indexOf(" ", start);
+  if (space < 0 || space >= end || source.charCodeAt(space - 1) !== 93 /* "]" */) return undefined;
+  const colon = source.indexOf(":", start);
+  if (colon < 0 || colon >= space) return undefined;
+  const packets = readCount(source, start + 1, colon);
+  const bytes = readCount(source, colon + 1, space - 1);
+  if (packets === undefined || bytes === undefined) return undefined;
+  if (packets === 0n && bytes === 0n) return ZERO_COUNTERS;
+  return { packets, bytes };
+}
+
+/** Reads a counter written in decimal digits, or returns undefined for any other text. */
+function readCount(source: string, start: number, end: number): bigint | undefined {
+  if (end <= start) return undefined;
+  let value = 0;
+  for (let i = start; i < end; i++) {
+    const digit = source.charCodeAt(i) - 48;
+    if (digit < 0 || digit > 9) return undefined;
+    value = value * 10 + digit;
+  }
+  // Up to 15 digits the sum above is exact; longer counters are read from the text.
+  return end - start <= 15 ? BigInt(value) : BigInt(source.slice(start, end));
 }
 
 /** Tells whether every double quote of a line is closed, with the tokenizer's escapes. */
