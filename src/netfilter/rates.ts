@@ -113,17 +113,19 @@ export interface PrintedRate {
   readonly unitSeconds: number;
 }
 
+const PRINTED_UNITS: ReadonlyArray<readonly [string, number]> = [
+  ["day", 86_400],
+  ["hour", 3600],
+  ["min", 60],
+  ["sec", 1],
+];
+
 /**
  * Prints a period as iptables-save does (`print_rate` in libxt_limit.c and libxt_hashlimit.c):
  * the largest unit from day down to second whose count loses less to truncation than it keeps.
  */
 export function printRate(period: number, scale: number): PrintedRate {
-  const units: ReadonlyArray<readonly [string, number]> = [
-    ["day", 86_400],
-    ["hour", 3600],
-    ["min", 60],
-    ["sec", 1],
-  ];
+  const units = PRINTED_UNITS;
   let index = 1;
   for (; index < units.length; index++) {
     const mult = scale * units[index][1];
@@ -260,9 +262,16 @@ function pow2Below(value: bigint): bigint {
   return power;
 }
 
+const limitCpjByHz = new Map<number, number>();
+
 /** Credits added per jiffy by xt_limit: the power of two below UINT32_MAX / (HZ * 86400). */
 export function limitCreditsPerJiffy(hz = DEFAULT_HZ): number {
-  return Number(pow2Below(BigInt(Math.floor(UINT32_MAX / (hz * 86_400)))));
+  let cpj = limitCpjByHz.get(hz);
+  if (cpj === undefined) {
+    cpj = Number(pow2Below(BigInt(Math.floor(UINT32_MAX / (hz * 86_400)))));
+    limitCpjByHz.set(hz, cpj);
+  }
+  return cpj;
 }
 
 /** `user2credits` of xt_limit.c, in 32-bit unsigned arithmetic. */
@@ -283,7 +292,10 @@ export function limitUserToCredits(user: number, hz = DEFAULT_HZ): number {
  */
 export function limitKernelAccepts(period: number, burst: number, hz = DEFAULT_HZ): boolean {
   if (burst === 0) return false;
-  const product = Number((BigInt(period) * BigInt(burst)) & 0xffff_ffffn);
+  // A product below 2^32 does not wrap around, and a double represents it exactly.
+  const exact = period * burst;
+  const product =
+    exact <= UINT32_MAX ? exact : Number((BigInt(period) * BigInt(burst)) & 0xffff_ffffn);
   return limitUserToCredits(product, hz) >= limitUserToCredits(period, hz);
 }
 
@@ -297,6 +309,20 @@ export function hashlimitCreditsPerJiffy(hz = DEFAULT_HZ): bigint {
     hashlimitCpjByHz.set(hz, cpj);
   }
   return cpj;
+}
+
+const hashlimitFactorByHz = new Map<number, number>();
+
+/** Returns the factor `hashlimitUserToCredits` multiplies by, or 1 when it divides. */
+function hashlimitCreditFactor(hz: number): number {
+  let factor = hashlimitFactorByHz.get(hz);
+  if (factor === undefined) {
+    const scale = BigInt(HASHLIMIT_SCALE);
+    const perSecond = BigInt(hz) * hashlimitCreditsPerJiffy(hz);
+    factor = scale >= perSecond ? 1 : Number(perSecond / scale);
+    hashlimitFactorByHz.set(hz, factor);
+  }
+  return factor;
 }
 
 /** `user2credits` of xt_hashlimit.c for revisions 2 and 3, in 64-bit unsigned arithmetic. */
@@ -313,6 +339,10 @@ export function hashlimitUserToCredits(user: bigint, hz = DEFAULT_HZ): bigint {
  */
 export function hashlimitKernelAccepts(period: number, burst: number, hz = DEFAULT_HZ): boolean {
   if (burst === 0) return false;
+  // user2credits multiplies or divides by a constant, so it never decreases while nothing
+  // wraps around 64 bits. Then a burst of 1 or more always passes. A double product below
+  // 2^53 is exact and bounds every intermediate value.
+  if (period * burst * hashlimitCreditFactor(hz) < 2 ** 53) return true;
   const product = (BigInt(period) * BigInt(burst)) & UINT64_MASK;
   return hashlimitUserToCredits(product, hz) >= hashlimitUserToCredits(BigInt(period), hz);
 }

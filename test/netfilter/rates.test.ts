@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { hasErrorCode } from "../../src/errors";
 import {
@@ -8,6 +9,7 @@ import {
   hashlimitBucket,
   hashlimitCreditsPerJiffy,
   hashlimitKernelAccepts,
+  hashlimitUserToCredits,
   limitBucket,
   limitCreditsPerJiffy,
   limitKernelAccepts,
@@ -201,6 +203,29 @@ describe("kernel checks", () => {
       false,
     ]);
     expect(hashlimitKernelAccepts(period("50/sec", HASHLIMIT_SCALE), 1_000_000)).toBe(true);
+  });
+
+  it("agrees with plain 64-bit arithmetic for any period and burst", () => {
+    // The checks skip BigInt when no value can wrap; compare with the arithmetic they skip.
+    const periods = fc.oneof(
+      fc.integer({ min: 1, max: 1000 }),
+      fc.integer({ min: 1, max: 86_400 * HASHLIMIT_SCALE }),
+    );
+    const bursts = fc.oneof(
+      fc.integer({ min: 1, max: 10 }),
+      fc.integer({ min: 1, max: 1_000_000 }),
+    );
+    fc.assert(
+      fc.property(periods, bursts, (periodValue, burst) => {
+        const product = (BigInt(periodValue) * BigInt(burst)) & ((1n << 64n) - 1n);
+        const wide = hashlimitUserToCredits(product) >= hashlimitUserToCredits(BigInt(periodValue));
+        expect(hashlimitKernelAccepts(periodValue, burst)).toBe(wide);
+        const narrow = Number((BigInt(periodValue) * BigInt(burst)) & 0xffff_ffffn);
+        const limitWide = limitUserToCredits(narrow) >= limitUserToCredits(periodValue);
+        expect(limitKernelAccepts(periodValue, burst)).toBe(limitWide);
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it("computes the hashlimit bucket the kernel shows in /proc", () => {
