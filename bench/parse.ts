@@ -7,7 +7,8 @@
  * `parseSave` plus `canonicalRule` on every rule take here. Prints both and their ratio.
  *
  * The library is measured as users run it: compiled by tsc (into a temporary folder), not
- * through tsx, whose transform adds a helper call to every function it creates.
+ * through tsx, whose transform adds a helper call to every function it creates. Each run
+ * starts with an empty canonical-form cache, so it pays for learning the dump's rule shapes.
  *
  *   npx tsx bench/parse.ts [--rules 50000] [--runs 5]
  *
@@ -22,10 +23,15 @@ import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { createLab } from "../src/lab";
 import type * as Canonical from "../src/netfilter/canonical";
+import type * as CanonicalCache from "../src/netfilter/canonical-cache";
 import type * as Parse from "../src/netfilter/parse";
 
 /** Compiles the package with tsc into a temporary folder and loads the netfilter modules. */
-function loadCompiled(outDir: string): { canonical: typeof Canonical; parse: typeof Parse } {
+function loadCompiled(outDir: string): {
+  canonical: typeof Canonical;
+  cache: typeof CanonicalCache;
+  parse: typeof Parse;
+} {
   const root = join(__dirname, "..");
   try {
     execFileSync("npx", ["tsc", "-p", "tsconfig.build.json", "--outDir", outDir], {
@@ -37,6 +43,7 @@ function loadCompiled(outDir: string): { canonical: typeof Canonical; parse: typ
   }
   return {
     canonical: require(join(outDir, "netfilter", "canonical.js")) as typeof Canonical,
+    cache: require(join(outDir, "netfilter", "canonical-cache.js")) as typeof CanonicalCache,
     parse: require(join(outDir, "netfilter", "parse.js")) as typeof Parse,
   };
 }
@@ -96,7 +103,7 @@ function median(values: number[]): number {
 async function main(): Promise<void> {
   const options = parseOptions();
   const outDir = mkdtempSync(join(tmpdir(), "bench-parse-"));
-  const { canonical, parse } = loadCompiled(outDir);
+  const { canonical, cache, parse } = loadCompiled(outDir);
   const lab = await createLab({ name: "bench-parse", hosts: [{ backend: "legacy" }] });
   try {
     const host = lab.hosts[0];
@@ -134,6 +141,7 @@ async function main(): Promise<void> {
     const parseTimes: number[] = [];
     const totalTimes: number[] = [];
     for (let run = 0; run < options.runs; run++) {
+      cache.clearCanonicalCache();
       const start = performance.now();
       const dump = parse.parseSave(text);
       const parsed = performance.now();

@@ -45,12 +45,15 @@ import type {
   ProtocolMatch,
   RuleEnv,
   RuleHeader,
+  SavedValueTest,
   TargetInstance,
 } from "./model";
+import { isPlainName, savedDecimal } from "./model";
 import { formatProtocol, parseProtocol } from "./protocols";
 import { LogTarget, RejectTarget, UNSUPPORTED_TARGETS, VerdictTarget } from "./targets";
+import { isKnownCanonical, rememberCanonical } from "./canonical-cache";
 import { splitArgsQuoted, type SplitLine } from "./tokenize";
-import type { RuleContext } from "./types";
+import { BACKENDS, FAMILIES, TABLES, type RuleContext } from "./types";
 
 type MatchFactory = (env: RuleEnv) => MatchInstance;
 
@@ -208,8 +211,15 @@ interface ParsedRule {
   goto: boolean;
 }
 
+/** The option that read a value token: a generic option by name, or a match or target option. */
+type ValueRole =
+  string | { readonly owner: MatchInstance | TargetInstance; readonly option: string };
+
 class RuleReader {
   private readonly owners: Array<MatchInstance | TargetInstance> = [];
+  /** Per token index: the option that read the token as its value. */
+  readonly roles: Array<ValueRole | undefined> = [];
+  private role: ValueRole = "";
   private protocolMatchUsed = false;
   /** Generic options seen so far, as bits of GENERIC_BITS. */
   private seenGeneric = 0;
@@ -330,6 +340,7 @@ class RuleReader {
       return value;
     }
     const quoted = this.quoted?.[this.index] === true;
+    this.roles[this.index] = this.role;
     const value = this.tokens[this.index++];
     if (value === undefined) throw ruleError("RULE_SYNTAX", spelled, `${spelled} needs a value`);
     if (value === "!" && !quoted && generic) {
@@ -353,6 +364,7 @@ class RuleReader {
       );
     }
     this.seenGeneric |= bit;
+    this.role = option;
 
     switch (option) {
       case "source":
@@ -479,6 +491,7 @@ class RuleReader {
       throw ruleError("RULE_SYNTAX", option, `${spelled} takes no value`);
     }
     const args: string[] = [];
+    this.role = { owner, option: spec.name };
     for (let i = 0; i < spec.args; i++) args.push(this.takeValue(spelled, false));
     owner.option(spec, args, invert);
   }
@@ -691,11 +704,43 @@ function formatHeader(header: RuleHeader): string {
   return out;
 }
 
-function resolveContext(context: RuleContext | undefined): Required<RuleContext> {
+const FAMILY_NUMBERS = new Map(FAMILIES.map((family, index) => [family as string, index]));
+const TABLE_NUMBERS = new Map(TABLES.map((table, index) => [table as string, index]));
+const BACKEND_NUMBERS = new Map(BACKENDS.map((backend, index) => [backend as string, index]));
+
+/** A rule context with its defaults filled in, and its number for the canonical-form cache. */
+interface ResolvedContext extends Required<RuleContext> {
+  readonly number: number;
+}
+
+/**
+ * Fills in the defaults of a rule context and checks each field, because JavaScript callers
+ * and decoded inputs can pass any value.
+ */
+function resolveContext(context: RuleContext | undefined): ResolvedContext {
   const family = context?.family ?? "ipv4";
   const table = context?.table ?? "filter";
   const backend = context?.backend ?? "nft";
-  return { family, table, backend };
+  const familyNumber = contextFieldNumber("family", family, FAMILY_NUMBERS);
+  const tableNumber = contextFieldNumber("table", table, TABLE_NUMBERS);
+  const backendNumber = contextFieldNumber("backend", backend, BACKEND_NUMBERS);
+  const number = (familyNumber * TABLES.length + tableNumber) * BACKENDS.length + backendNumber;
+  return { family, table, backend, number };
+}
+
+function contextFieldNumber(
+  field: string,
+  value: unknown,
+  numbers: ReadonlyMap<string, number>,
+): number {
+  const number = typeof value === "string" ? numbers.get(value) : undefined;
+  if (number !== undefined) return number;
+  const shown = typeof value === "string" ? quoteForMessage(value, 40) : String(value);
+  throw new IptablesError(
+    "RULE_INVALID_VALUE",
+    `rule context ${field} ${shown} is invalid; use one of ${[...numbers.keys()].join(", ")}`,
+    { details: { option: field, value } },
+  );
 }
 
 type SpecTokens = SplitLine;
@@ -727,8 +772,35 @@ function tokenizeSpec(spec: string): SpecTokens {
  * would reject.
  */
 export function canonicalRule(spec: string, context?: RuleContext): string {
+  const resolved = resolveContext(context);
+  if (isKnownCanonical(spec, resolved.number)) return spec;
+
+  const { line, reader } = canonicalize(spec, resolved);
+  if (line === spec) {
+    rememberCanonical(spec, resolved.number, (index) => slotTest(reader, index));
+  }
+  return line;
+}
+
+/**
+ * Tells whether `canonicalRule` would return `spec` from the canonical-form cache, without the
+ * full canonicaliser. For tests.
+ */
+export function isCachedCanonical(spec: string, context?: RuleContext): boolean {
+  return isKnownCanonical(spec, resolveContext(context).number);
+}
+
+/** `canonicalRule` without the canonical-form cache; tests compare the two. */
+export function canonicalRuleUncached(spec: string, context?: RuleContext): string {
+  return canonicalize(spec, resolveContext(context)).line;
+}
+
+function canonicalize(
+  spec: string,
+  context: Required<RuleContext>,
+): { line: string; reader: RuleReader } {
   const tokens = tokenizeSpec(spec);
-  const reader = new RuleReader(tokens, resolveContext(context));
+  const reader = new RuleReader(tokens, context);
   const rule = reader.read();
   const env = reader.env;
 
@@ -768,10 +840,75 @@ export function canonicalRule(spec: string, context?: RuleContext): string {
     body += ` ${rule.goto ? "-g" : "-j"} ${rule.target.name}${rule.target.save()}`;
   }
 
-  let out = `-A ${rule.chain}${formatHeader(headers[0])}${body}`;
+  let line = `-A ${rule.chain}${formatHeader(headers[0])}${body}`;
   for (let i = 1; i < headers.length; i++)
-    out += `\n-A ${rule.chain}${formatHeader(headers[i])}${body}`;
-  return out;
+    line += `\n-A ${rule.chain}${formatHeader(headers[i])}${body}`;
+  return { line, reader };
+}
+
+/**
+ * Returns the value test of the token at `index` of a rule the canonicaliser printed back
+ * unchanged, or undefined when the token must keep its exact text. Each test accepts only
+ * values that the option reads and prints back exactly as written without changing anything
+ * else in the rule, whatever the other tested tokens hold.
+ */
+function slotTest(reader: RuleReader, index: number): SavedValueTest | undefined {
+  const role = reader.roles[index];
+  if (role === undefined) return undefined;
+  if (typeof role !== "string") return role.owner.savedValueTest?.(role.option);
+  switch (role) {
+    case "source":
+    case "destination":
+      // No match reads the addresses, and a single network with a non-zero mask prints as one
+      // "-s"/"-d" option on one line.
+      return reader.env.family === "ipv4" ? isSavedIpv4Network : isSavedIpv6Network;
+    case "in-interface":
+    case "out-interface":
+      // Interface names print as given, and only the chain decides where they are allowed.
+      return isSavedInterface;
+    default:
+      return undefined;
+  }
+}
+
+/** The number of addresses in an IPv4 network of each prefix length from 0 to 32. */
+const IPV4_BLOCK_SIZES = Array.from({ length: 33 }, (_, prefix) => 2 ** (32 - prefix));
+
+/**
+ * Tells whether a value is an IPv4 network as iptables-save prints it: dotted decimal without
+ * leading zeros, a prefix length from 1 to 32, and no bits set after the prefix.
+ */
+function isSavedIpv4Network(text: string, start: number, end: number): boolean {
+  let value = 0;
+  let partStart = start;
+  for (let part = 0; part < 4; part++) {
+    const separator = part < 3 ? 46 /* "." */ : 47; /* "/" */
+    let partEnd = partStart;
+    while (partEnd < end && text.charCodeAt(partEnd) !== separator) partEnd++;
+    if (partEnd === end) return false;
+    const octet = savedDecimal(text, partStart, partEnd, 255);
+    if (octet < 0) return false;
+    value = value * 256 + octet;
+    partStart = partEnd + 1;
+  }
+  const prefix = savedDecimal(text, partStart, end, 32);
+  return prefix >= 1 && value % IPV4_BLOCK_SIZES[prefix] === 0;
+}
+
+/** Tells whether a value is an IPv6 network exactly as iptables-save prints it. */
+function isSavedIpv6Network(text: string, start: number, end: number): boolean {
+  const slash = text.indexOf("/", start);
+  if (slash < 0 || slash >= end) return false;
+  const prefix = savedDecimal(text, slash + 1, end, 128);
+  const address = parseAddress(text.slice(start, slash), "ipv6");
+  if (prefix < 1 || address === undefined) return false;
+  const mask = prefixMask(prefix, "ipv6");
+  return formatNetwork(applyMask(address, mask), mask) === text.slice(start, end);
+}
+
+/** Tells whether `validateInterface` accepts a name, which then prints as written. */
+function isSavedInterface(text: string, start: number, end: number): boolean {
+  return end - start <= INTERFACE_NAME_MAX && isPlainName(text, start, end);
 }
 
 /** Rejects rules that one backend cannot hold or cannot print back as written. */

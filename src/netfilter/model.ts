@@ -72,7 +72,21 @@ export interface MatchInstance {
    * space, or undefined when the backend keeps no trace of the match at all.
    */
   save(): string | undefined;
+  /**
+   * Returns a test for values of one option (by its canonical name), called after `save` on an
+   * instance whose line printed back unchanged. A value passes only if this instance, with that
+   * one value replaced, would accept it and print it back exactly as written (quotes included)
+   * without changing anything else it prints. The test may rely on the instance's other options
+   * only where those have no test of their own. Undefined when the option has no such test.
+   */
+  savedValueTest?(option: string): SavedValueTest | undefined;
 }
+
+/**
+ * Tells whether `text.slice(start, end)`, one option value as a rule line writes it, passes a
+ * `savedValueTest`. Tests take the line and bounds so that they need not copy the value.
+ */
+export type SavedValueTest = (text: string, start: number, end: number) => boolean;
 
 /** One target (`-j`/`-g`) with its options; the same shape as a match. */
 export interface TargetInstance {
@@ -82,6 +96,8 @@ export interface TargetInstance {
   finish(header: RuleHeader): void;
   /** Returns the target options as iptables-save prints them after `-j NAME`. */
   save(): string;
+  /** See `MatchInstance.savedValueTest`. */
+  savedValueTest?(option: string): SavedValueTest | undefined;
 }
 
 /** Builds the option lookup of a module from `[names, args, invertible]` rows. */
@@ -128,6 +144,37 @@ export function invalidRule(option: string, reason: string): IptablesError {
   return new IptablesError("RULE_INVALID_VALUE", `--${option}: ${reason}`, {
     details: { option: `--${option}` },
   });
+}
+
+/**
+ * Returns the number `text.slice(start, end)` writes in decimal without leading zeros, as
+ * iptables-save prints numbers, or -1 when it is written otherwise or exceeds `max`.
+ */
+export function savedDecimal(text: string, start: number, end: number, max: number): number {
+  if (end <= start || end - start > 10) return -1;
+  if (text.charCodeAt(start) === 48 /* "0" */) return end - start === 1 ? 0 : -1;
+  let value = 0;
+  for (let i = start; i < end; i++) {
+    const digit = text.charCodeAt(i) - 48;
+    if (digit < 0 || digit > 9) return -1;
+    value = value * 10 + digit;
+  }
+  return value <= max ? value : -1;
+}
+
+/**
+ * Tells whether `text.slice(start, end)` is a non-empty run of printable ASCII without spaces,
+ * quotes, backslashes or "/", which iptables-save prints without quoting.
+ */
+export function isPlainName(text: string, start: number, end: number): boolean {
+  if (end <= start) return false;
+  for (let i = start; i < end; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x21 || code > 0x7e || code === 34 || code === 39 || code === 47 || code === 92) {
+      return false;
+    }
+  }
+  return true;
 }
 
 /** Parses a C `strtoul` number in base 0 within [min, max], for option values. */

@@ -9,11 +9,12 @@ import {
   optionTable,
   repeated,
   type OptionSpec,
+  type SavedValueTest,
   type RuleEnv,
   type RuleHeader,
   type TargetInstance,
 } from "./model";
-import { quoteArg } from "./tokenize";
+import { quoteArg, savedArgLength } from "./tokenize";
 
 const NO_OPTIONS = optionTable([]);
 
@@ -168,6 +169,15 @@ export class LogTarget implements TargetInstance {
     for (const flag of LOG_FLAGS) if (this.flags.has(flag)) out += ` --${flag}`;
     return out;
   }
+
+  savedValueTest(option: string): SavedValueTest | undefined {
+    return option === "log-prefix" ? isSavedLogPrefix : undefined;
+  }
+}
+
+function isSavedLogPrefix(text: string, start: number, end: number): boolean {
+  const length = savedArgLength(text, start, end);
+  return length >= 1 && length <= LOG_PREFIX_MAX_LENGTH;
 }
 
 /** Targets of iptables that this library does not model; a jump to them is rejected. */

@@ -180,6 +180,45 @@ export function quoteArg(value: string): string {
   return `"${value.replace(/["'\\]/g, (ch) => `\\${ch}`)}"`;
 }
 
+/**
+ * Returns the length of the value that `text.slice(start, end)` stands for when it is written
+ * exactly as `quoteArg` prints that value, or -1 when `quoteArg` would print the value
+ * differently (or the text is not one token).
+ */
+export function savedArgLength(text: string, start: number, end: number): number {
+  if (text.charCodeAt(start) !== 34 /* '"' */) {
+    if (end <= start) return -1;
+    for (let i = start; i < end; i++) if (!isBareWordCode(text.charCodeAt(i))) return -1;
+    return end - start;
+  }
+  if (end - start < 2 || text.charCodeAt(end - 1) !== 34) return -1;
+  let length = 0;
+  let bare = true;
+  for (let i = start + 1; i < end - 1; i++) {
+    let code = text.charCodeAt(i);
+    if (code === 34 || code === 39 /* "'" */) return -1;
+    if (code === 92 /* "\\" */) {
+      code = text.charCodeAt(++i);
+      if (i >= end - 1 || (code !== 34 && code !== 39 && code !== 92)) return -1;
+    }
+    if (bare && !isBareWordCode(code)) bare = false;
+    length++;
+  }
+  // quoteArg prints a non-empty bare word without quotes.
+  return bare && length > 0 ? -1 : length;
+}
+
+/** Tells whether a character is one `quoteArg` prints without quoting (see BARE_WORD). */
+function isBareWordCode(code: number): boolean {
+  return (
+    (code >= 48 && code <= 57) ||
+    (code >= 65 && code <= 90) ||
+    (code >= 97 && code <= 122) ||
+    code === 95 ||
+    code === 45
+  );
+}
+
 /** Joins values into rule text that `tokenize` splits back into the same values. */
 export function joinArgs(values: readonly string[]): string {
   return values.map(quoteArg).join(" ");

@@ -6,12 +6,15 @@ import { IptablesError } from "../../errors";
 import {
   invalidRule,
   invalidValue,
+  isPlainName,
   optionTable,
   outOfRange,
   parseUnsigned,
   repeated,
+  savedDecimal,
   type MatchInstance,
   type OptionSpec,
+  type SavedValueTest,
   type RuleEnv,
 } from "../model";
 import {
@@ -97,6 +100,21 @@ export class LimitMatch implements MatchInstance {
     let out = ` --limit ${printRate(this.period, LIMIT_SCALE).text}`;
     if (this.burst !== LIMIT_DEFAULT_BURST) out += ` --limit-burst ${this.burst}`;
     return out;
+  }
+
+  /**
+   * Returns a test for `--limit` values. A rate printed as written keeps its period, so
+   * iptables-nft's round trip through the printed rate changes nothing, and only the kernel's
+   * check with the burst depends on the value.
+   */
+  savedValueTest(option: string): SavedValueTest | undefined {
+    if (option !== "limit") return undefined;
+    const legacy = this.env.backend === "legacy";
+    const burst = this.burst;
+    return (text, start, end) => {
+      const period = savedRatePeriod(text, start, end, LIMIT_SCALE, undefined);
+      return period >= 0 && (!legacy || limitKernelAccepts(period, burst));
+    };
   }
 }
 
@@ -308,6 +326,58 @@ export class HashlimitMatch implements MatchInstance {
     }
     return out;
   }
+
+  /**
+   * Returns tests for `--hashlimit-name` and packet rates. A rate in the unit it was written in
+   * keeps the default expire and the printed expire quantum, so only the kernel's check with
+   * the burst depends on its count. Byte rates and --hashlimit-rate-match derive other values
+   * from the rate, so they have no test.
+   */
+  savedValueTest(option: string): SavedValueTest | undefined {
+    if (option === "hashlimit-name") return isSavedHashlimitName;
+    if (option !== "hashlimit-upto" && option !== "hashlimit-above") return undefined;
+    if (this.bytes || this.rateMatch) return undefined;
+    const unitSeconds = this.unitSeconds;
+    const burst = this.burst;
+    return (text, start, end) => {
+      const period = savedRatePeriod(text, start, end, HASHLIMIT_SCALE, unitSeconds);
+      return period >= 0 && hashlimitKernelAccepts(period, burst);
+    };
+  }
+}
+
+/** The units iptables-save prints after a rate's "/", with their length in seconds. */
+const SAVED_UNITS: ReadonlyArray<readonly [string, number]> = [
+  ["sec", 1],
+  ["min", 60],
+  ["hour", 3600],
+  ["day", 86_400],
+];
+
+/**
+ * Returns the period of a packet rate that iptables-save prints exactly as written (and in
+ * `unitSeconds`, when given), or -1 for any other text.
+ */
+function savedRatePeriod(
+  text: string,
+  start: number,
+  end: number,
+  scale: number,
+  unitSeconds: number | undefined,
+): number {
+  const slash = text.indexOf("/", start);
+  if (slash < 0 || slash >= end) return -1;
+  const count = savedDecimal(text, start, slash, 0x7fff_ffff);
+  if (count <= 0) return -1;
+  let seconds = -1;
+  for (const [name, unit] of SAVED_UNITS) {
+    if (end - slash - 1 === name.length && text.startsWith(name, slash + 1)) seconds = unit;
+  }
+  if (seconds < 0 || (unitSeconds !== undefined && seconds !== unitSeconds)) return -1;
+  const period = Math.floor((scale * seconds) / count);
+  if (period === 0) return -1;
+  const printed = printRate(period, scale);
+  return printed.count === count && printed.unitSeconds === seconds ? period : -1;
 }
 
 function parseMode(option: string, text: string): number {
@@ -325,6 +395,14 @@ function parseMode(option: string, text: string): number {
     mode |= found[1];
   }
   return mode;
+}
+
+/** Tells whether `parseHashlimitName` accepts a name unchanged, which then prints as is. */
+function isSavedHashlimitName(text: string, start: number, end: number): boolean {
+  const length = end - start;
+  if (length > HASHLIMIT_NAME_MAX || !isPlainName(text, start, end)) return false;
+  if (length === 1 && text.startsWith(".", start)) return false;
+  return !(length === 2 && text.startsWith("..", start));
 }
 
 /** Checks a hashlimit name as iptables (length) and the kernel (a /proc file name) do. */

@@ -14,8 +14,10 @@ import {
   outOfRange,
   parseUnsigned,
   repeated,
+  savedDecimal,
   type MatchInstance,
   type OptionSpec,
+  type SavedValueTest,
   type RuleEnv,
   type RuleHeader,
 } from "../model";
@@ -94,6 +96,38 @@ function parsePortRange(option: string, text: string, protocol: "tcp" | "udp"): 
   if (from > to)
     throw invalidValue(option, text, "the first port of a range must not exceed the second");
   return [from, to];
+}
+
+/** Tells whether a value is one port as iptables-save prints it: decimal, no leading zero. */
+function isSavedPort(text: string, start: number, end: number): boolean {
+  return savedDecimal(text, start, end, MAX_PORT) >= 0;
+}
+
+/**
+ * Tells whether a multiport list prints back as written (ports as above, ranges with the first
+ * port below the second) and fits in the match.
+ */
+function isSavedPortList(text: string, start: number, end: number): boolean {
+  let slots = 0;
+  let itemStart = start;
+  while (itemStart <= end) {
+    let itemEnd = text.indexOf(",", itemStart);
+    if (itemEnd < 0 || itemEnd > end) itemEnd = end;
+    let colon = itemStart;
+    while (colon < itemEnd && text.charCodeAt(colon) !== 58 /* ":" */) colon++;
+    if (colon === itemEnd) {
+      if (!isSavedPort(text, itemStart, itemEnd)) return false;
+      slots += 1;
+    } else {
+      const from = savedDecimal(text, itemStart, colon, MAX_PORT);
+      const to = savedDecimal(text, colon + 1, itemEnd, MAX_PORT);
+      if (from < 0 || to <= from) return false;
+      slots += 2;
+    }
+    if (slots > MULTIPORT_SLOTS) return false;
+    itemStart = itemEnd + 1;
+  }
+  return true;
 }
 
 function formatRange(from: number, to: number): string {
@@ -297,6 +331,15 @@ export class TcpUdpMatch implements MatchInstance {
     if (out === "" && dropped) return undefined;
     return out;
   }
+
+  /**
+   * Returns a test for single ports. A single port prints as written on both backends, because
+   * iptables-nft reads a negated single port back unchanged, and it keeps the match a port
+   * test, as the printed value it replaces was.
+   */
+  savedValueTest(option: string): SavedValueTest | undefined {
+    return option === "sport" || option === "dport" ? isSavedPort : undefined;
+  }
 }
 
 /**
@@ -401,5 +444,10 @@ export class MultiportMatch implements MatchInstance {
 
   save(): string {
     return `${this.invert ? " !" : ""} --${this.option_} ${this.ports.join(",")}`;
+  }
+
+  /** Numeric ports parse the same under every protocol, so only the list itself matters. */
+  savedValueTest(option: string): SavedValueTest | undefined {
+    return option === this.option_ ? isSavedPortList : undefined;
   }
 }

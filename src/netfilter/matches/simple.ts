@@ -19,9 +19,10 @@ import {
   repeated,
   type MatchInstance,
   type OptionSpec,
+  type SavedValueTest,
   type RuleEnv,
 } from "../model";
-import { quoteArg } from "../tokenize";
+import { quoteArg, savedArgLength } from "../tokenize";
 
 /** iptables cuts a comment to 255 characters (XT_MAX_COMMENT_LEN is 256 with the NUL). */
 export const COMMENT_MAX_LENGTH = 255;
@@ -53,10 +54,19 @@ export class CommentMatch implements MatchInstance {
     return ` --comment ${quoteArg(this.text ?? "")}`;
   }
 
+  savedValueTest(option: string): SavedValueTest | undefined {
+    return option === "comment" ? isSavedComment : undefined;
+  }
+
   /** The comment text, after cutting to 255 characters. */
   get comment(): string {
     return this.text ?? "";
   }
+}
+
+function isSavedComment(text: string, start: number, end: number): boolean {
+  const length = savedArgLength(text, start, end);
+  return length >= 0 && length <= COMMENT_MAX_LENGTH;
 }
 
 const CONNLIMIT_OPTIONS = optionTable([
@@ -343,6 +353,38 @@ export class MarkMatch implements MatchInstance {
   save(): string {
     return this.text ?? "";
   }
+
+  savedValueTest(option: string): SavedValueTest | undefined {
+    return option === "mark" ? isSavedMark : undefined;
+  }
+}
+
+/**
+ * Tells whether a mark prints back as written: "0x" and lower-case hex without leading zeros,
+ * then "/" and the mask written the same way unless the mask is 0xffffffff, which prints as none.
+ */
+function isSavedMark(text: string, start: number, end: number): boolean {
+  const slash = text.indexOf("/", start);
+  if (slash < 0 || slash >= end) return savedHex(text, start, end) >= 0;
+  const mask = savedHex(text, slash + 1, end);
+  return savedHex(text, start, slash) >= 0 && mask >= 0 && mask !== 0xffff_ffff;
+}
+
+/** Returns a 32-bit number written as "0x" and lower-case hex without leading zeros, else -1. */
+function savedHex(text: string, start: number, end: number): number {
+  const digits = end - start - 2;
+  if (digits < 1 || digits > 8 || !text.startsWith("0x", start)) return -1;
+  if (digits > 1 && text.charCodeAt(start + 2) === 48 /* "0" */) return -1;
+  let value = 0;
+  for (let i = start + 2; i < end; i++) {
+    const code = text.charCodeAt(i);
+    let digit: number;
+    if (code >= 48 && code <= 57) digit = code - 48;
+    else if (code >= 97 && code <= 102) digit = code - 87;
+    else return -1;
+    value = value * 16 + digit;
+  }
+  return value;
 }
 
 const ADDRESS_TYPES = [
