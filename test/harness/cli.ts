@@ -6,7 +6,8 @@
  *   npx tsx test/harness/cli.ts up        # or preview, refresh, destroy
  *   npx tsx test/harness/cli.ts preview --config rate=100/sec
  *
- * Options: --program FILE (default index.ts: the repository's lab program), --stack NAME
+ * Options: --program FILE (default index.ts: the repository's lab program; a program elsewhere
+ * may import "pulumi-iptables" and "@pulumi/pulumi" without installing them), --stack NAME
  * (default "lab"), --config KEY=VALUE (repeatable; the key without the project prefix).
  * State: .lab/harness/<project>.<stack>.json. Secrets in it are encrypted with AES-256-GCM under
  * a key derived from PULUMI_CONFIG_PASSPHRASE, or else under a random key kept beside it in
@@ -14,6 +15,7 @@
  */
 import { createCipheriv, createDecipheriv, randomBytes, scryptSync } from "node:crypto";
 import * as fs from "node:fs";
+import Module from "node:module";
 import * as path from "node:path";
 import {
   Deployment,
@@ -46,17 +48,20 @@ async function main(argv: readonly string[]): Promise<number> {
 
   const deployment = await Deployment.start({ project, stack: options.stack, config });
   deployment.state = loadState(statePath, cipher);
+  resolvePackagesFromRepository();
   const program = () => {
     delete require.cache[require.resolve(options.program)];
     require(options.program);
   };
+  const stateBefore = deployment.state;
+  const states = () => [...stateBefore, ...deployment.state];
   try {
     const result = await run(deployment, options.command, program);
-    report(options.command, result);
+    report(options.command, result, states());
     return 0;
   } catch (error) {
     if (!(error instanceof DeploymentError)) throw error;
-    report(options.command, error.result);
+    report(options.command, error.result, states());
     console.error(error.message);
     return 1;
   } finally {
@@ -76,8 +81,34 @@ function run(
   return deployment.destroy();
 }
 
+/**
+ * Makes `pulumi-iptables` and `@pulumi/pulumi` resolve for a program anywhere, as if its
+ * directory had them installed: `pulumi-iptables` is this repository's source, and a program
+ * without an SDK of its own gets the repository's copy.
+ */
+function resolvePackagesFromRepository(): void {
+  const moduleClass = Module as unknown as {
+    _resolveFilename(request: string, parent: unknown, ...rest: unknown[]): string;
+  };
+  const original = moduleClass._resolveFilename;
+  const repositoryModule = new Module(path.join(REPO_ROOT, "index.ts"));
+  repositoryModule.paths = (
+    Module as unknown as { _nodeModulePaths(dir: string): string[] }
+  )._nodeModulePaths(REPO_ROOT);
+  moduleClass._resolveFilename = function (request, parent, ...rest) {
+    if (request === "pulumi-iptables") return path.join(REPO_ROOT, "src", "index.ts");
+    try {
+      return original.call(this, request, parent, ...rest);
+    } catch (error) {
+      const sdk = request === "@pulumi/pulumi" || request.startsWith("@pulumi/pulumi/");
+      if (!sdk || (error as NodeJS.ErrnoException).code !== "MODULE_NOT_FOUND") throw error;
+      return original.call(this, request, repositoryModule, ...rest);
+    }
+  };
+}
+
 /** Prints one line per step that changes something, and the provider calls made. */
-function report(command: Command, result: OperationResult): void {
+function report(command: Command, result: OperationResult, state: readonly ResourceState[]): void {
   const symbols: Record<string, string> = {
     create: "+",
     update: "~",
@@ -91,9 +122,14 @@ function report(command: Command, result: OperationResult): void {
     if (symbol === undefined) continue;
     console.log(`${symbol} ${step.name} (${step.op})`);
     if (step.op === "update" || step.op === "replace") {
+      // Steps carry plain values; the state before and after still marks which are secret.
+      const versions = state.filter((candidate) => candidate.urn === step.urn);
       for (const key of step.changedKeys) {
-        console.log(`    ${key}: ${show(key, step.oldInputs?.[key])}`);
-        console.log(`    ${" ".repeat(key.length)}  -> ${show(key, step.newInputs?.[key])}`);
+        const secret =
+          SECRET_INPUTS.has(key) ||
+          versions.some((r) => isSecret(r.inputs[key]) || isSecret(r.outputs[key]));
+        console.log(`    ${key}: ${show(step.oldInputs?.[key], secret)}`);
+        console.log(`    ${" ".repeat(key.length)}  -> ${show(step.newInputs?.[key], secret)}`);
       }
     }
   }
@@ -109,9 +145,9 @@ function report(command: Command, result: OperationResult): void {
  */
 const SECRET_INPUTS = new Set(["connection", "password", "privateKey", "privateKeyPassword"]);
 
-function show(key: string, value: unknown): string {
+function show(value: unknown, secret: boolean): string {
   if (value === undefined) return "(none)";
-  return SECRET_INPUTS.has(key) ? "[secret]" : JSON.stringify(value);
+  return secret ? "[secret]" : JSON.stringify(value);
 }
 
 function parseArguments(argv: readonly string[]): Options {
