@@ -14,6 +14,10 @@ import { resolveConnection, type HostConnection } from "../host/connection";
  *
  * Without `hostKey`, the key the host presents on the first operation is stored in state
  * (output `hostKey`) and every later operation requires the same key.
+ *
+ * Dials that time out are retried up to `dialErrorLimit` times. Errors that will not pass soon
+ * fail at once (no route, rejected credentials or host key), and a refused connection is
+ * retried for about 5 s only, long enough for an sshd that is restarting.
  */
 export type ConnectionArgs = types.input.remote.ConnectionArgs & {
   /**
