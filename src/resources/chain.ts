@@ -35,6 +35,13 @@ export interface ChainArgs {
    * another tool or stack may own it
    */
   readonly adopt?: pulumi.Input<boolean>;
+  /**
+   * Fails the create, before the chain exists, when the host runs neither systemd nor upstart,
+   * so that rules a PersistenceUnit could not restore at boot never go live. RateLimit sets it
+   * when it persists its rules.
+   * @default false
+   */
+  readonly requireBootRestore?: pulumi.Input<boolean>;
 }
 
 const CHAIN_BRAND = Symbol.for("pulumi-iptables.Chain");
@@ -67,6 +74,7 @@ export class Chain extends pulumi.dynamic.Resource {
         table: args.table,
         purgeUnmanaged: args.purgeUnmanaged,
         adopt: args.adopt,
+        requireBootRestore: args.requireBootRestore,
         foreignRules: undefined,
         backend: undefined,
         hostKey: undefined,

@@ -195,7 +195,16 @@ export class RateLimit extends pulumi.ComponentResource {
     const opts = { parent: this };
     const prefix = `${name}-${family}`;
     const inputs = familyInputs(name, family, args);
-    const chain = new Chain(`${prefix}-chain`, { connection, ...inputs.chain }, opts);
+    // A rate limit that persists with a detected init system checks for one before anything
+    // goes live, so a host without one fails with nothing applied.
+    const persist = args.persist;
+    const init = typeof persist === "object" ? persist.init : undefined;
+    const detectsInit = persist !== false && (init === undefined || init === "auto");
+    const chain = new Chain(
+      `${prefix}-chain`,
+      { connection, ...inputs.chain, requireBootRestore: detectsInit ? true : undefined },
+      opts,
+    );
     const accept = new HashlimitRule(
       `${prefix}-accept`,
       { connection, ...inputs.accept, chain },

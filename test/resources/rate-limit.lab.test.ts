@@ -383,6 +383,33 @@ describe("invalid RateLimit arguments", () => {
   });
 });
 
+describe("persist on a host without an init system", () => {
+  it("fails before any rule goes live", async () => {
+    const host = lab.hosts[1];
+    const before = await dumpAll();
+    const fresh = await Deployment.start({ project: PROJECT, stack: "no-init" });
+    try {
+      const error = await fresh
+        .up((pkg: Package) => {
+          new pkg.RateLimit("web", {
+            connection: { host: host.ipv4, privateKey: host.privateKey },
+            family: "both",
+            chain: "NO-INIT",
+          });
+        })
+        .catch((e: unknown) => e);
+
+      expect(error).toBeInstanceOf(DeploymentError);
+      expect((error as DeploymentError).message).toContain("runs neither systemd nor upstart");
+      expect((error as DeploymentError).message).toContain("persist: false");
+      expect(fresh.state.filter((resource) => resource.custom)).toEqual([]);
+    } finally {
+      await fresh.close();
+    }
+    expect(await dumpAll()).toEqual(before);
+  });
+});
+
 describe("destroy", () => {
   it("restores every host exactly", async () => {
     const result = await deployment.destroy();

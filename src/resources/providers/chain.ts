@@ -13,6 +13,7 @@ import { invalid, zodFailures, type CheckFailure } from "../failures";
 import { chainNameSchema, familySchema, orUnknown, tableSchema, TARGET_NAMES } from "../fields";
 import { applyOptions, openHost } from "../host-access";
 import { containsUnknown } from "../unknown";
+import { resolveInit } from "./persistence-unit";
 
 type Props = Record<string, unknown>;
 
@@ -24,6 +25,7 @@ const chainSchema = z
     table: orUnknown(tableSchema),
     purgeUnmanaged: orUnknown(z.boolean({ error: "use true or false" })),
     adopt: orUnknown(z.boolean({ error: "use true or false" })),
+    requireBootRestore: orUnknown(z.boolean({ error: "use true or false" })).optional(),
   })
   .strict();
 
@@ -108,6 +110,7 @@ export const chainProvider = {
     const family = inputs.family as Family;
     const table = inputs.table as TableName;
     const name = inputs.name as string;
+    if (inputs.requireBootRestore === true) resolveInit("auto", await host.facts(), host.address);
 
     const created = await host.applyTableChange(
       family,

@@ -198,7 +198,15 @@ async function install(host: Host, inputs: Props, olds: Props | undefined): Prom
   };
 }
 
-function resolveInit(init: string, facts: HostFacts, address: string): "systemd" | "upstart" {
+/**
+ * Returns the init system to install the restore for: `init` when given, else the one the host
+ * runs. Raises INIT_UNSUPPORTED for a host that runs neither.
+ */
+export function resolveInit(
+  init: string,
+  facts: HostFacts,
+  address: string,
+): "systemd" | "upstart" {
   if (init === "systemd" || init === "upstart") return init;
   const detected = facts.init;
   if (detected === "other") {
