@@ -116,7 +116,7 @@ export interface RateLimitArgs {
   /**
    * Restores the chain and rules at boot with a PersistenceUnit: true, the unit's `init` and
    * `jobName`, or false for none. On a host that runs neither systemd nor upstart, true fails
-   * with INIT_UNSUPPORTED, whose message gives `persist: false` as the fix.
+   * with INIT_UNSUPPORTED before anything is applied; the message gives `persist: false` as the fix.
    * @default true
    */
   readonly persist?: boolean | Pick<PersistenceUnitArgs, "init" | "jobName">;
