@@ -18,6 +18,7 @@ import {
   type ConntrackSettings,
 } from "../../persist/conntrack";
 import { checkConnection, connectionAddress } from "../connection";
+import { ENTRIES_WARNING_RATIO } from "../hashlimit-pressure";
 import { invalid, zodFailures, type CheckFailure } from "../failures";
 import { orUnknown } from "../fields";
 import { openHost } from "../host-access";
@@ -71,9 +72,6 @@ const OUTPUT_KEYS = [
   "inSync",
   "hostKey",
 ];
-
-/** The share of `max` in use above which refresh warns. */
-const FULL_WARNING_RATIO = 0.8;
 
 /** The provider of `ConntrackSysctl`. */
 export const conntrackSysctlProvider = {
@@ -433,11 +431,11 @@ function warnAboutRatio(host: Host, desired: ConntrackSettings, live: LiveState)
   if (warning !== undefined) console.log(`warning: ${host.address}: ${warning}`);
 }
 
-/** Warns when more than 80% of the conntrack table is in use. */
+/** Warns when more than 75% of the conntrack table is in use, as hashlimit tables do. */
 export function warnWhenFull(host: Pick<Host, "address">, live: Pick<LiveState, "values">): void {
   const count = live.values[CONNTRACK_COUNT_KEY];
   const max = live.values[CONNTRACK_MAX_KEY];
-  if (count === undefined || max === undefined || max === 0 || count <= max * FULL_WARNING_RATIO)
+  if (count === undefined || max === undefined || max === 0 || count <= max * ENTRIES_WARNING_RATIO)
     return;
   console.log(
     `warning: ${host.address}: the conntrack table is ${Math.round((count / max) * 100)}% full ` +
