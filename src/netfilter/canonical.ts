@@ -725,8 +725,13 @@ function resolveContext(context: RuleContext | undefined): ResolvedContext {
   const tableNumber = contextFieldNumber("table", table, TABLE_NUMBERS);
   const backendNumber = contextFieldNumber("backend", backend, BACKEND_NUMBERS);
   const number = (familyNumber * TABLES.length + tableNumber) * BACKENDS.length + backendNumber;
-  return { family, table, backend, number };
+  return RESOLVED_CONTEXTS[number];
 }
+
+/** Every resolved context, by its number, so that resolving one allocates nothing. */
+const RESOLVED_CONTEXTS: readonly ResolvedContext[] = FAMILIES.flatMap((family) =>
+  TABLES.flatMap((table) => BACKENDS.map((backend) => ({ family, table, backend }))),
+).map((context, number) => ({ ...context, number }));
 
 function contextFieldNumber(
   field: string,

@@ -112,7 +112,8 @@ interface OpenTable {
   line: number;
   chains: SaveChain[];
   rules: SaveRule[];
-  chainNames: Set<string>;
+  /** Chain names by themselves, so that rules share one string per chain. */
+  chainNames: Map<string, string>;
 }
 
 class DumpParser {
@@ -226,7 +227,7 @@ class DumpParser {
       );
     }
     this.tableNames.add(name);
-    this.open = { name, line: lineNumber, chains: [], rules: [], chainNames: new Set() };
+    this.open = { name, line: lineNumber, chains: [], rules: [], chainNames: new Map() };
   }
 
   private chainHeader(table: OpenTable, text: string, lineNumber: number): void {
@@ -250,7 +251,7 @@ class DumpParser {
         1,
       );
     }
-    table.chainNames.add(name);
+    table.chainNames.set(name, name);
     table.chains.push({
       name,
       ...(policy === "-" ? {} : { policy }),
@@ -285,7 +286,6 @@ class DumpParser {
     }
 
     const ruleText = source.slice(start + ruleStart, end);
-    const text = ruleStart === 0 ? ruleText : source.slice(start, end);
 
     // A rule whose quotes all close cannot fail in the tokenizer, so its arguments are split
     // only when a caller reads them. Large dumps then keep one object per rule instead of one
@@ -294,10 +294,13 @@ class DumpParser {
       const end = ruleText.indexOf(" ", 3);
       const chain = end < 0 ? ruleText.slice(3) : ruleText.slice(3, end);
       if (chain !== "" && !chain.includes('"') && !chain.includes("\t") && closesQuotes(ruleText)) {
-        this.checkChain(table, chain, text, lineNumber, ruleStart);
-        return new DumpRule(chain, ruleText, lineNumber, counters, undefined);
+        const name = this.checkChain(table, chain, source, start, end, lineNumber, ruleStart);
+        return new DumpRule(name, ruleText, lineNumber, counters, undefined);
       }
     }
+
+    // The whole line, for error messages.
+    const text = source.slice(start, end);
 
     let tokens: string[];
     try {
@@ -323,26 +326,34 @@ class DumpParser {
         ruleStart,
       );
     }
-    this.checkChain(table, tokens[1], text, lineNumber, ruleStart);
-    return new DumpRule(tokens[1], ruleText, lineNumber, counters, tokens.slice(2));
+    const name = this.checkChain(table, tokens[1], text, 0, text.length, lineNumber, ruleStart);
+    return new DumpRule(name, ruleText, lineNumber, counters, tokens.slice(2));
   }
 
+  /**
+   * Checks that the chain of the rule line `source.slice(start, end)` has a header, and returns
+   * the name from that header.
+   */
   private checkChain(
     table: OpenTable,
     chain: string,
-    text: string,
+    source: string,
+    start: number,
+    end: number,
     lineNumber: number,
     ruleStart: number,
-  ): void {
-    if (!table.chainNames.has(chain)) {
+  ): string {
+    const name = table.chainNames.get(chain);
+    if (name === undefined) {
       throw parseError(
         "PARSE_SYNTAX",
         `appends to chain "${chain}", which has no header line in table "${table.name}"`,
-        text,
+        source.slice(start, end),
         lineNumber,
         ruleStart + 3,
       );
     }
+    return name;
   }
 }
 
