@@ -13,7 +13,8 @@
  *   npx tsx bench/parse.ts [--rules 50000] [--runs 5]
  *
  * Target: parse plus canonicalise in less than half the time iptables-legacy-save takes.
- * Each figure is the median of its runs.
+ * Each figure is the median of its runs. The first runs of the library include V8 compiling
+ * it, so the last line prints every run.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -170,6 +171,9 @@ async function main(): Promise<void> {
     console.log(`parseSave + canonicalRule on every rule: ${totalMs.toFixed(1)} ms`);
     console.log(
       `ratio (parse + canonicalise) / save:     ${(totalMs / saveMs).toFixed(2)} (target < 0.5)`,
+    );
+    console.log(
+      `each run, parse + canonicalise (ms):     ${totalTimes.map((ms) => ms.toFixed(0)).join(" ")}`,
     );
   } finally {
     await lab.destroy();

@@ -35,12 +35,17 @@ interface Template {
 const MAX_TEMPLATES = 2048;
 /** Templates per bucket; more come from untested values that vary from line to line. */
 const MAX_TEMPLATES_PER_BUCKET = 16;
+/** Rule contexts are numbered from 0 to 19: two families, five tables and two backends. */
+const MAX_CONTEXTS = 32;
 
 /**
  * Per rule context: templates by `keyHash` of the line's text up to its first possible slot.
  * Lines of different keys can share a bucket, and `fills` compares the whole text.
  */
-const buckets: Array<Map<number, Template[]> | undefined> = [];
+const buckets: ReadonlyArray<Map<number, Template[]>> = Array.from(
+  { length: MAX_CONTEXTS },
+  () => new Map(),
+);
 let templateCount = 0;
 
 const SPACE = 32;
@@ -119,11 +124,12 @@ function quotedTokenEnd(line: string, start: number): number {
 }
 
 /**
- * Tells whether `text` appears in `line` at `offset`. Comparing a slice with `===` is several
- * times faster in V8 than `startsWith`, which compares character by character.
+ * Tells whether `text` appears in `line` at `offset`. In V8 (Node 20) `indexOf` is several
+ * times faster than `startsWith`, which compares character by character, and unlike a slice
+ * it allocates nothing.
  */
 function hasAt(line: string, offset: number, text: string): boolean {
-  return line.slice(offset, offset + text.length) === text;
+  return line.indexOf(text, offset) === offset;
 }
 
 /** Tells whether `line` is the template filled with tokens that pass the slot tests. */
@@ -219,12 +225,9 @@ export function rememberCanonical(
   }
   literals.push(line.slice(literalStart));
 
+  const byKey = buckets[context];
+  if (byKey === undefined) return;
   if (templateCount >= MAX_TEMPLATES) clearCanonicalCache();
-  let byKey = buckets[context];
-  if (byKey === undefined) {
-    byKey = new Map();
-    buckets[context] = byKey;
-  }
   const key = keyHash(line, keyEnd);
   let bucket = byKey.get(key);
   if (bucket === undefined) {
@@ -238,6 +241,6 @@ export function rememberCanonical(
 
 /** Empties the cache. */
 export function clearCanonicalCache(): void {
-  buckets.length = 0;
+  for (const byKey of buckets) byKey.clear();
   templateCount = 0;
 }

@@ -114,6 +114,8 @@ interface OpenTable {
   rules: SaveRule[];
   /** Chain names by themselves, so that rules share one string per chain. */
   chainNames: Map<string, string>;
+  /** The chain of the last rule read and "-A CHAIN " before its arguments. */
+  lastChain?: { readonly name: string; readonly prefix: string };
 }
 
 class DumpParser {
@@ -290,11 +292,17 @@ class DumpParser {
     // A rule whose quotes all close cannot fail in the tokenizer, so its arguments are split
     // only when a caller reads them. Large dumps then keep one object per rule instead of one
     // string per argument.
+    // iptables-save prints the rules of a chain together, so most rules repeat the last chain.
+    const last = table.lastChain;
+    if (last !== undefined && ruleText.indexOf(last.prefix) === 0 && closesQuotes(ruleText)) {
+      return new DumpRule(last.name, ruleText, lineNumber, counters, undefined);
+    }
     if (ruleText.startsWith("-A ")) {
-      const end = ruleText.indexOf(" ", 3);
-      const chain = end < 0 ? ruleText.slice(3) : ruleText.slice(3, end);
+      const chainEnd = ruleText.indexOf(" ", 3);
+      const chain = chainEnd < 0 ? ruleText.slice(3) : ruleText.slice(3, chainEnd);
       if (chain !== "" && !chain.includes('"') && !chain.includes("\t") && closesQuotes(ruleText)) {
         const name = this.checkChain(table, chain, source, start, end, lineNumber, ruleStart);
+        table.lastChain = { name, prefix: `-A ${name} ` };
         return new DumpRule(name, ruleText, lineNumber, counters, undefined);
       }
     }
@@ -386,6 +394,7 @@ function readCount(source: string, start: number, end: number): bigint | undefin
     value = value * 10 + digit;
   }
   // Up to 15 digits the sum above is exact; longer counters are read from the text.
+  if (value === 0) return 0n;
   return end - start <= 15 ? BigInt(value) : BigInt(source.slice(start, end));
 }
 

@@ -125,15 +125,21 @@ const PRINTED_UNITS: ReadonlyArray<readonly [string, number]> = [
  * the largest unit from day down to second whose count loses less to truncation than it keeps.
  */
 export function printRate(period: number, scale: number): PrintedRate {
+  const seconds = printedUnitSeconds(period, scale);
+  const name = PRINTED_UNITS.find(([, unit]) => unit === seconds)?.[0] ?? "sec";
+  const count = Math.floor((scale * seconds) / period);
+  return { text: `${count}/${name}`, count, unitSeconds: seconds };
+}
+
+/** Returns the length in seconds of the unit `printRate` prints a period in. */
+export function printedUnitSeconds(period: number, scale: number): number {
   const units = PRINTED_UNITS;
   let index = 1;
   for (; index < units.length; index++) {
     const mult = scale * units[index][1];
     if (period > mult || Math.floor(mult / period) < mult % period) break;
   }
-  const [name, seconds] = units[index - 1];
-  const count = Math.floor((scale * seconds) / period);
-  return { text: `${count}/${name}`, count, unitSeconds: seconds };
+  return units[index - 1][1];
 }
 
 /** Returns the multiplier of a byte unit suffix: "k" is 1024 and "m" is 1048576. */

@@ -36,6 +36,7 @@ import {
   printByteBurst,
   printByteRate,
   printRate,
+  printedUnitSeconds,
   ratePeriod,
 } from "../rates";
 
@@ -374,10 +375,11 @@ function savedRatePeriod(
     if (end - slash - 1 === name.length && text.startsWith(name, slash + 1)) seconds = unit;
   }
   if (seconds < 0 || (unitSeconds !== undefined && seconds !== unitSeconds)) return -1;
+  // printRate prints this text back when it picks the same unit and the count survives the
+  // division both ways.
   const period = Math.floor((scale * seconds) / count);
-  if (period === 0) return -1;
-  const printed = printRate(period, scale);
-  return printed.count === count && printed.unitSeconds === seconds ? period : -1;
+  if (period === 0 || printedUnitSeconds(period, scale) !== seconds) return -1;
+  return Math.floor((scale * seconds) / period) === count ? period : -1;
 }
 
 function parseMode(option: string, text: string): number {
