@@ -17,6 +17,7 @@ export type ErrorCode =
   | "PARSE_UNKNOWN_LINE"
   | "PARSE_MISSING_COMMIT"
   | "PARSE_DUPLICATE"
+  | "PARSE_INVALID_VALUE"
   // netfilter: canonicalising and planning rules
   | "RULE_SYNTAX"
   | "RULE_UNKNOWN_OPTION"

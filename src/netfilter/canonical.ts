@@ -774,7 +774,8 @@ function tokenizeSpec(spec: string): SpecTokens {
  *
  * Throws an IptablesError with a RULE_* code, naming the option in `details.option`, when the
  * rule uses an unsupported match or target, an unknown option, or a value iptables or the kernel
- * would reject.
+ * would reject. A context with an unknown family, table or backend raises RULE_INVALID_VALUE
+ * with that field in `details.option`.
  */
 export function canonicalRule(spec: string, context?: RuleContext): string {
   const resolved = resolveContext(context);
@@ -963,9 +964,11 @@ function checkBackendLimits(rule: ParsedRule, headers: RuleHeader[], env: RuleEn
 
 /**
  * Tells whether two rules are the same kernel rule in a family, table and backend: equal texts,
- * or equal canonical lines. Throws like `canonicalRule` when either rule cannot be canonicalised.
+ * or equal canonical lines. Throws like `canonicalRule` when the context is invalid or either
+ * rule cannot be canonicalised.
  */
 export function sameRule(a: string, b: string, context?: RuleContext): boolean {
+  resolveContext(context);
   if (a === b) return true;
   return canonicalRule(a, context) === canonicalRule(b, context);
 }

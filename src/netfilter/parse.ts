@@ -9,12 +9,22 @@
  */
 import { IptablesError, quoteForMessage, type ErrorCode } from "../errors";
 import { excerptAt, splitArgs } from "./tokenize";
-import type { Counters, SaveChain, SaveDump, SaveNote, SaveRule, SaveTable } from "./types";
+import {
+  TABLES,
+  type Counters,
+  type SaveChain,
+  type SaveDump,
+  type SaveNote,
+  type SaveRule,
+  type SaveTable,
+} from "./types";
 
 /** A chain header: `:NAME POLICY [packets:bytes]`, where POLICY is "-" for a user chain. */
 const CHAIN_HEADER = /^:(\S+) (\S+) \[(\d+):(\d+)\]$/;
 /** A table header: `*filter`. */
 const TABLE_HEADER = /^\*(\S+)$/;
+/** Chain policies: a built-in chain's verdict, or "-" for a user chain. */
+const POLICIES: readonly string[] = ["ACCEPT", "DROP", "-"];
 
 /**
  * Parses a dump into tables, chains, rules and notes.
@@ -219,6 +229,15 @@ class DumpParser {
       );
     }
     const name = match[1];
+    if (!(TABLES as readonly string[]).includes(name)) {
+      throw parseError(
+        "PARSE_INVALID_VALUE",
+        `names table "${name}", which iptables does not have; expected one of ${TABLES.join(", ")}`,
+        text,
+        lineNumber,
+        1,
+      );
+    }
     if (this.tableNames.has(name)) {
       throw parseError(
         "PARSE_DUPLICATE",
@@ -244,6 +263,16 @@ class DumpParser {
       );
     }
     const [, name, policy, packets, bytes] = match;
+    if (!POLICIES.includes(policy)) {
+      throw parseError(
+        "PARSE_INVALID_VALUE",
+        `gives chain "${name}" the policy "${policy}"; expected ACCEPT or DROP for a built-in ` +
+          'chain, or "-" for a user chain',
+        text,
+        lineNumber,
+        name.length + 2,
+      );
+    }
     if (table.chainNames.has(name)) {
       throw parseError(
         "PARSE_DUPLICATE",

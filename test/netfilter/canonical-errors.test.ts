@@ -160,6 +160,55 @@ describe("sameRule", () => {
       expect.objectContaining({ code: "RULE_UNKNOWN_TARGET" }),
     );
   });
+
+  it("rejects an invalid context for equal texts", () => {
+    const context = { table: "filtre" } as unknown as RuleContext;
+    expect(() => sameRule("-A INPUT -j ACCEPT", "-A INPUT -j ACCEPT", context)).toThrow(
+      expect.objectContaining({ code: "RULE_INVALID_VALUE" }),
+    );
+  });
+});
+
+describe("rule contexts", () => {
+  const cases: Array<[string, Record<string, unknown>, string, string]> = [
+    ["rejects an unknown family", { family: "ipv5" }, "family", "ipv4, ipv6"],
+    [
+      "rejects an unknown table",
+      { table: "filtre" },
+      "table",
+      "filter, nat, mangle, raw, security",
+    ],
+    ["rejects an unknown backend", { backend: "iptables" }, "backend", "nft, legacy"],
+    ["rejects a non-string family", { family: 4 }, "family", "ipv4, ipv6"],
+  ];
+
+  for (const [name, context, field, accepted] of cases) {
+    it(name, () => {
+      const error = failure("-A INPUT -j ACCEPT", context as RuleContext);
+      expect(error.code).toBe("RULE_INVALID_VALUE");
+      expect(error.details.option).toBe(field);
+      expect(error.details.value).toBe(context[field]);
+      expect(error.message).toContain(accepted);
+    });
+  }
+
+  it("names the value and the accepted ones", () => {
+    const error = failure("-A INPUT -j ACCEPT", { family: "ipv5" } as unknown as RuleContext);
+    expect(error.message).toMatchInlineSnapshot(
+      `"rule context family "ipv5" is invalid; use one of ipv4, ipv6"`,
+    );
+  });
+
+  it("accepts every valid context", () => {
+    for (const family of ["ipv4", "ipv6"] as const) {
+      for (const table of ["filter", "nat", "mangle", "raw", "security"] as const) {
+        for (const backend of ["nft", "legacy"] as const) {
+          const context = { family, table, backend };
+          expect(canonicalRule("-A OUTPUT -j ACCEPT", context)).toBe("-A OUTPUT -j ACCEPT");
+        }
+      }
+    }
+  });
 });
 
 describe("address lists", () => {

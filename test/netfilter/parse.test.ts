@@ -178,6 +178,21 @@ describe("parseSave errors", () => {
       1,
     ],
     ["rejects a bad table header", "*filter nat\nCOMMIT\n", "PARSE_SYNTAX", 1, 1],
+    ["rejects an unknown table", "*filtre\nCOMMIT\n", "PARSE_INVALID_VALUE", 1, 2],
+    [
+      "rejects an unknown chain policy",
+      "*filter\n:INPUT MAYBE [0:0]\nCOMMIT\n",
+      "PARSE_INVALID_VALUE",
+      2,
+      8,
+    ],
+    [
+      "rejects a lower-case chain policy",
+      "*filter\n:INPUT accept [0:0]\nCOMMIT\n",
+      "PARSE_INVALID_VALUE",
+      2,
+      8,
+    ],
   ];
 
   for (const [name, text, code, line, column] of cases) {
@@ -188,6 +203,34 @@ describe("parseSave errors", () => {
       expect(error.details.column).toBe(column);
     });
   }
+
+  it("names the accepted tables and policies", () => {
+    expect(parseFailure("*filtre\nCOMMIT\n").message).toMatchInlineSnapshot(
+      `"iptables-save output line 1, column 2: "*filtre" names table "filtre", which iptables does not have; expected one of filter, nat, mangle, raw, security"`,
+    );
+    expect(parseFailure("*filter\n:INPUT MAYBE [0:0]\nCOMMIT\n").message).toMatchInlineSnapshot(
+      `"iptables-save output line 2, column 8: ":INPUT MAYBE [0:0]" gives chain "INPUT" the policy "MAYBE"; expected ACCEPT or DROP for a built-in chain, or "-" for a user chain"`,
+    );
+  });
+
+  it("reads every table and policy iptables prints", () => {
+    const text = ["filter", "nat", "mangle", "raw", "security"]
+      .map((table) => `*${table}\n:OUTPUT ACCEPT [0:0]\n:USR - [0:0]\n:X DROP [1:2]\nCOMMIT\n`)
+      .join("");
+    const dump = parseSave(text);
+    expect(dump.tables.map((table) => table.name)).toEqual([
+      "filter",
+      "nat",
+      "mangle",
+      "raw",
+      "security",
+    ]);
+    expect(dump.tables[0].chains.map((chain) => chain.policy)).toEqual([
+      "ACCEPT",
+      undefined,
+      "DROP",
+    ]);
+  });
 
   it("rejects with an excerpt pointing at the column", () => {
     const error = parseFailure(
