@@ -119,7 +119,11 @@ const SHORT_GENERIC: Readonly<Record<string, string>> = {
   "-g": "goto",
   "-c": "set-counters",
 };
-const SHORT_WITH_VALUE = new Set(["-s", "-d", "-i", "-o", "-p", "-m", "-j", "-g"]);
+/**
+ * Short options whose value iptables 1.8.9 reads from the rest of their word ("-mtcp"). The
+ * others take the whole word as their value, so "-ptcp" is protocol "-ptcp" on both backends.
+ */
+const SHORT_ATTACHED_VALUE = new Set(["-m", "-g", "-c"]);
 
 /**
  * The long options iptables 1.8.9 always defines (`original_opts` in iptables/iptables.c), in
@@ -286,15 +290,10 @@ class RuleReader {
           name = token.slice(0, equals);
           this.attached = token.slice(equals + 1);
         }
-      } else if (token.length > 2 && SHORT_WITH_VALUE.has(token.slice(0, 2))) {
-        // iptables-restore, which applies the rules, rejects "-ptcp" although the iptables
-        // command accepts it.
-        throw ruleError(
-          "RULE_SYNTAX",
-          token.slice(0, 2),
-          `write ${quoteForMessage(token, 40)} as "${token.slice(0, 2)} ${token.slice(2)}"; ` +
-            "iptables-restore needs a space between a short option and its value",
-        );
+      } else if (token.length > 2) {
+        this.shortOptions(token, invert);
+        invert = false;
+        continue;
       }
 
       if (name.charCodeAt(1) !== 45) {
@@ -326,6 +325,47 @@ class RuleReader {
     }
     if (invert) throw ruleError("RULE_SYNTAX", "!", '"!" at the end of the rule negates nothing');
     return this.rule;
+  }
+
+  /**
+   * Reads a word of several short options as getopt does: "-fp tcp" is "-f -p tcp", and the
+   * rest of the word after an option that takes a value is that value ("-mtcp" is "-m tcp").
+   * Only the first option of the word is negated by a preceding "!".
+   */
+  private shortOptions(word: string, invert: boolean): void {
+    let negate = invert;
+    for (let i = 1; i < word.length; i++) {
+      const option = `-${word[i]}`;
+      const generic = SHORT_GENERIC[option];
+      if (generic === undefined) {
+        throw ruleError(
+          "RULE_UNKNOWN_OPTION",
+          option,
+          `unknown option ${quoteForMessage(option, 10)} in ${quoteForMessage(word, 40)}; a rule ` +
+            "accepts -s, -d, -i, -o, -p, -f, -m, -j and -g and the long options of its matches and target",
+        );
+      }
+      const rest = word.slice(i + 1);
+      if (option === "-f") {
+        this.attached = undefined;
+        this.generic(generic, option, negate);
+        negate = false;
+        continue;
+      }
+      if (rest !== "" && !SHORT_ATTACHED_VALUE.has(option)) {
+        // iptables 1.8.9 takes the whole word as the value here: "-ptcp" fails as an unknown
+        // protocol, and "-ieth0" matches an interface named "-ieth0".
+        throw ruleError(
+          "RULE_SYNTAX",
+          option,
+          `${quoteForMessage(word, 40)} is not read as "${option} ${rest}": iptables takes the ` +
+            `whole word as the value of ${option}; put a space between an option and its value`,
+        );
+      }
+      this.attached = rest === "" ? undefined : rest;
+      this.generic(generic, option, negate);
+      return;
+    }
   }
 
   /**
@@ -877,6 +917,9 @@ function slotTest(reader: RuleReader, index: number): SavedValueTest | undefined
   }
 }
 
+const DOT = 46;
+const SLASH = 47;
+
 /** The number of addresses in an IPv4 network of each prefix length from 0 to 32. */
 const IPV4_BLOCK_SIZES = Array.from({ length: 33 }, (_, prefix) => 2 ** (32 - prefix));
 
@@ -888,7 +931,7 @@ function isSavedIpv4Network(text: string, start: number, end: number): boolean {
   let value = 0;
   let partStart = start;
   for (let part = 0; part < 4; part++) {
-    const separator = part < 3 ? 46 /* "." */ : 47; /* "/" */
+    const separator = part < 3 ? DOT : SLASH;
     let partEnd = partStart;
     while (partEnd < end && text.charCodeAt(partEnd) !== separator) partEnd++;
     if (partEnd === end) return false;

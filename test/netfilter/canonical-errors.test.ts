@@ -169,6 +169,29 @@ describe("sameRule", () => {
   });
 });
 
+describe("short option words", () => {
+  it("rejects a value attached to -p", () => {
+    const error = failure("-A INPUT -fptcp -j ACCEPT");
+    expect(error.code).toBe("RULE_SYNTAX");
+    expect(error.details.option).toBe("-p");
+    expect(error.message).toMatchInlineSnapshot(
+      `""-fptcp" is not read as "-p tcp": iptables takes the whole word as the value of -p; put a space between an option and its value"`,
+    );
+  });
+
+  it("rejects an unknown letter in a word", () => {
+    const error = failure("-A INPUT -fx -j ACCEPT");
+    expect(error.code).toBe("RULE_UNKNOWN_OPTION");
+    expect(error.details.option).toBe("-x");
+  });
+
+  it("reads values attached to -m, -g and -c", () => {
+    expect(canonicalRule("-A INPUT -p udp -mudp --dport 53 -gUSR -c7 9")).toBe(
+      "-A INPUT -p udp -m udp --dport 53 -g USR",
+    );
+  });
+});
+
 describe("rule contexts", () => {
   const cases: Array<[string, Record<string, unknown>, string, string]> = [
     ["rejects an unknown family", { family: "ipv5" }, "family", "ipv4, ipv6"],
