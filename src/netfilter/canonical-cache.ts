@@ -35,6 +35,8 @@ interface Template {
 const MAX_TEMPLATES = 2048;
 /** Templates per bucket; more come from untested values that vary from line to line. */
 const MAX_TEMPLATES_PER_BUCKET = 16;
+/** Longer lines are not remembered, which bounds the cache at about 4 MiB of template text. */
+const MAX_LINE_LENGTH = 2048;
 /** Rule contexts are numbered from 0 to 19: two families, five tables and two backends. */
 const MAX_CONTEXTS = 32;
 
@@ -194,6 +196,7 @@ export function rememberCanonical(
   context: number,
   testFor: (tokenIndex: number) => SavedValueTest | undefined,
 ): void {
+  if (line.length > MAX_LINE_LENGTH) return;
   const keyEnd = firstSlotStart(line);
   if (keyEnd < 0) return;
   const tokens = tokenize(line);
