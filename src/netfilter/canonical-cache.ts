@@ -125,21 +125,15 @@ function quotedTokenEnd(line: string, start: number): number {
   }
 }
 
-/**
- * Tells whether `text` appears in `line` at `offset`. In V8 (Node 20) `indexOf` is several
- * times faster than `startsWith`, which compares character by character, and unlike a slice
- * it allocates nothing.
- */
-function hasAt(line: string, offset: number, text: string): boolean {
-  return line.indexOf(text, offset) === offset;
-}
-
 /** Tells whether `line` is the template filled with tokens that pass the slot tests. */
 function fills(line: string, template: Template): boolean {
   const { literals, tests } = template;
   const length = line.length;
+  // `line.indexOf(literal, offset) === offset` tells whether the literal is at the offset. In
+  // V8 (Node 20) it is several times faster than `startsWith`, which compares character by
+  // character, and unlike a slice it allocates nothing.
   let position = literals[0].length;
-  if (!hasAt(line, 0, literals[0])) return false;
+  if (line.indexOf(literals[0], 0) !== 0) return false;
 
   for (let slot = 0; slot < tests.length; slot++) {
     const first = line.charCodeAt(position);
@@ -156,7 +150,7 @@ function fills(line: string, template: Template): boolean {
     }
     if (!tests[slot](line, position, end)) return false;
     const literal = literals[slot + 1];
-    if (!hasAt(line, end, literal)) return false;
+    if (line.indexOf(literal, end) !== end) return false;
     position = end + literal.length;
   }
   return position === length;

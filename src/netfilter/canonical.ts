@@ -761,17 +761,22 @@ function resolveContext(context: RuleContext | undefined): ResolvedContext {
   const family = context?.family ?? "ipv4";
   const table = context?.table ?? "filter";
   const backend = context?.backend ?? "nft";
+  // Callers canonicalise many rules in one context in a row.
+  const last = lastResolved;
+  if (family === last.family && table === last.table && backend === last.backend) return last;
   const familyNumber = contextFieldNumber("family", family, FAMILY_NUMBERS);
   const tableNumber = contextFieldNumber("table", table, TABLE_NUMBERS);
   const backendNumber = contextFieldNumber("backend", backend, BACKEND_NUMBERS);
   const number = (familyNumber * TABLES.length + tableNumber) * BACKENDS.length + backendNumber;
-  return RESOLVED_CONTEXTS[number];
+  lastResolved = RESOLVED_CONTEXTS[number];
+  return lastResolved;
 }
 
 /** Every resolved context, by its number, so that resolving one allocates nothing. */
 const RESOLVED_CONTEXTS: readonly ResolvedContext[] = FAMILIES.flatMap((family) =>
   TABLES.flatMap((table) => BACKENDS.map((backend) => ({ family, table, backend }))),
 ).map((context, number) => ({ ...context, number }));
+let lastResolved = RESOLVED_CONTEXTS[0];
 
 function contextFieldNumber(
   field: string,
