@@ -267,9 +267,10 @@ class RuleReader {
   read(): ParsedRule {
     let invert = false;
     while (this.index < this.tokens.length) {
-      const quoted = this.quoted?.[this.index] === true;
+      // Where an option is expected, "!" negates it even when quoted: iptables-restore drops the
+      // quotes before its option parser sees the word.
       const token = this.tokens[this.index++];
-      if (token === "!" && !quoted) {
+      if (token === "!") {
         if (invert) throw ruleError("RULE_SYNTAX", "!", 'two "!" in a row; negate an option once');
         invert = true;
         continue;

@@ -168,6 +168,25 @@ describe("rule check failures", () => {
 });
 
 describe("Rule check", () => {
+  it.each([
+    [
+      "raw args",
+      { args: "! -s 10.0.0.0/8 -p tcp -m multiport --dports 80,443 -j REJECT" },
+      "-A RATE-LIMIT ! -s 10.0.0.0/8 -p tcp -m multiport --dports 80,443",
+    ],
+    [
+      "a raw port",
+      { args: "-p tcp ! --dport 22 -j ACCEPT" },
+      "-A RATE-LIMIT -p tcp -m tcp ! --dport 22",
+    ],
+    ["a typed source", { source: "!10.0.0.0/8", jump: "DROP" }, "-A RATE-LIMIT ! -s 10.0.0.0/8"],
+    ["a typed protocol", { protocol: "!udp", jump: "DROP" }, "-A RATE-LIMIT ! -p udp"],
+  ])("accepts negation in %s", async (_name, extra, start) => {
+    const result = await checkRule(extra);
+
+    expect(result.failures).toEqual([]);
+    expect(String(result.inputs.rule).startsWith(`${start} -m comment`)).toBe(true);
+  });
   it("normalises raw args to the canonical text", async () => {
     const result = await checkRule({
       args: "-p tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT",
