@@ -136,6 +136,8 @@ export function program(hosts: readonly LabHost[], target: Variant): Program {
         rate: RATE,
         burst: BURST,
         hashlimitName: HASHLIMIT_NAME,
+        // The other tools build the classic recipe, whose hashlimit rule accepts.
+        withinRate: "ACCEPT",
         log: { rate: LOG_RATE, prefix: LOG_PREFIX },
         reject: "REJECT",
         // Lab hosts run no init system; the other tools install no boot-time restore either.

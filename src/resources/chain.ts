@@ -68,13 +68,9 @@ export class Chain extends pulumi.dynamic.Resource {
       chainProviderShim,
       name,
       {
+        // Every argument goes to check(), so a misspelt one fails there instead of vanishing.
+        ...args,
         connection: pulumi.secret(args.connection),
-        name: args.name,
-        family: args.family,
-        table: args.table,
-        purgeUnmanaged: args.purgeUnmanaged,
-        adopt: args.adopt,
-        requireBootRestore: args.requireBootRestore,
         foreignRules: undefined,
         backend: undefined,
         hostKey: undefined,

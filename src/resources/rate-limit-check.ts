@@ -13,6 +13,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { IptablesError } from "../errors";
 import type { Family } from "../netfilter/types";
 import { invalid, type CheckFailure } from "./failures";
+import { packetRateSchema } from "./fields";
 import { checkChain } from "./providers/chain";
 import type { FamilyInputs, RateLimitArgs } from "./rate-limit";
 import { checkRule } from "./rule-check";
@@ -27,6 +28,7 @@ const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
     "rate",
     "burst",
     "hashlimitName",
+    "withinRate",
     "mode",
     "srcMask",
     "htableExpireMs",
@@ -38,6 +40,7 @@ const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
     "rejectWith",
     "conntrack",
     "persist",
+    "adopt",
   ],
   hook: ["chain", "protocol", "ports", "inInterface", "order"],
   log: ["rate", "burst", "prefix", "level"],
@@ -48,7 +51,7 @@ const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
 
 /** For each child, its input names and the RateLimit argument each comes from. */
 const ARGUMENT_OF: Readonly<Record<keyof FamilyInputs, Readonly<Record<string, string>>>> = {
-  chain: { name: "chain" },
+  chain: { name: "chain", adopt: "adopt" },
   accept: {
     chain: "chain",
     upto: "rate",
@@ -59,6 +62,7 @@ const ARGUMENT_OF: Readonly<Record<keyof FamilyInputs, Readonly<Record<string, s
     htableExpireMs: "htableExpireMs",
     htableSize: "htableSize",
     htableMax: "htableMax",
+    jump: "withinRate",
   },
   log: {
     chain: "chain",
@@ -95,20 +99,75 @@ export function checkRateLimitArgs(
   if (args.reject !== undefined && !["REJECT", "DROP"].includes(args.reject)) {
     failures.push(invalid("reject", args.reject, 'use "REJECT" or "DROP"'));
   }
+  if (args.withinRate !== undefined && !["RETURN", "ACCEPT"].includes(args.withinRate)) {
+    failures.push(invalid("withinRate", args.withinRate, 'use "RETURN" or "ACCEPT"'));
+  }
 
-  if (failures.length === 0) {
+  failures.push(...perFamilyFailures(args));
+  // Each new connection costs one packet, so a byte rate (which hashlimit also takes) would
+  // limit nothing a RateLimit is meant for.
+  if (typeof args.rate === "string" && !packetRateSchema.safeParse(args.rate).success) {
+    failures.push(
+      invalid(
+        "rate",
+        args.rate,
+        'use new connections per second, minute, hour or day, such as "50/sec" or "3000/minute"',
+      ),
+    );
+  }
+
+  // The children's checks report each field again; the listing below keeps its first failure.
+  if (!failures.some((failure) => failure.property === "family")) {
     for (const family of families) failures.push(...familyFailures(inputsOf(family), family));
   }
   if (failures.length === 0) return;
 
-  // One line per field: the same mistake shows once, even when both families report it.
-  const reasons = [...new Set(failures.map((failure) => failure.reason))];
+  // One line per field: its first failure, even when both families report one.
+  const byProperty = new Map<string, string>();
+  for (const failure of failures) {
+    if (!byProperty.has(failure.property)) byProperty.set(failure.property, failure.reason);
+  }
+  const reasons = [...byProperty.values()];
   throw new IptablesError(
     "INVALID_INPUT",
     `RateLimit ${JSON.stringify(name)} has invalid arguments, so none of its resources were ` +
       `created:\n${reasons.map((reason) => `  ${reason}`).join("\n")}`,
     { details: { resource: name, properties: failures.map((failure) => failure.property) } },
   );
+}
+
+/**
+ * Returns failures for per-family values that would be ignored or applied to the wrong family:
+ * one `srcMask` number for both families, or a value for a family the RateLimit does not have.
+ */
+function perFamilyFailures(args: RateLimitArgs): CheckFailure[] {
+  const failures: CheckFailure[] = [];
+  const family = args.family ?? "ipv4";
+  if (family === "both" && typeof args.srcMask === "number") {
+    failures.push(
+      invalid(
+        "srcMask",
+        args.srcMask,
+        'with family "both", give a prefix length per family, such as { ipv4: 32, ipv6: 64 }',
+      ),
+    );
+  }
+  if (family !== "ipv4" && family !== "ipv6") return failures;
+
+  const other = family === "ipv4" ? "ipv6" : "ipv4";
+  for (const field of ["srcMask", "rejectWith"] as const) {
+    const value = args[field];
+    if (!isPlainObject(value) || value[other] === undefined) continue;
+    failures.push(
+      invalid(
+        `${field}.${other}`,
+        value[other],
+        `the RateLimit's family is "${family}", so this value would be ignored: remove it, or ` +
+          'set family to "both"',
+      ),
+    );
+  }
+  return failures;
 }
 
 /** Returns a failure for each argument RateLimit does not take, such as a misspelt one. */
@@ -173,7 +232,9 @@ function renamed(
     let parent = ARGUMENT_OF[part][input];
     if (parent === "rejectWith") parent = `rejectWith.${family}`;
     const argument = parent === undefined ? failure.property : [parent, ...element].join(".");
-    const reason = failure.reason.startsWith(`${failure.property} `)
+    // Reasons start with the child's property name, followed by its value or by ":".
+    const named = [" ", ":"].some((next) => failure.reason.startsWith(failure.property + next));
+    const reason = named
       ? `${argument}${failure.reason.slice(failure.property.length)}`
       : `${argument}: ${failure.reason}`;
     return { property: argument, reason };

@@ -2,7 +2,9 @@
  * `RateLimit`: per-source-address rate limiting of new connections on one host.
  *
  * Per family it owns a chain (default RATE-LIMIT) with three rules, in this order:
- *   10  hashlimit ACCEPT: new connections within the rate (per source address) pass.
+ *   10  hashlimit RETURN: new connections within the rate (per source address) go back to the
+ *       hook's chain, where the host's own rules still decide (`withinRate: "ACCEPT"` admits
+ *       them at once instead).
  *   20  LOG, sampled with the limit match, of what is about to be rejected (unless `log: false`).
  *   30  REJECT (or DROP) of the rest.
  * It also owns a hook rule in a built-in chain (default INPUT, or for example DOCKER-USER for
@@ -14,7 +16,7 @@
  * With the defaults, a host shows (IPv4):
  *   -A INPUT -m conntrack --ctstate NEW -m comment --comment "pulumi-iptables:...-hook:0" -j RATE-LIMIT
  *   -A RATE-LIMIT -m hashlimit --hashlimit-upto 50/sec --hashlimit-burst 20 --hashlimit-mode srcip
- *      --hashlimit-name ... -m comment --comment "...-accept:10" -j ACCEPT
+ *      --hashlimit-name web-1a2b3 -m comment --comment "...-accept:10" -j RETURN
  *   -A RATE-LIMIT -m limit --limit 1/sec -m comment --comment "...-log:20" -j LOG --log-prefix "RATE-LIMIT: "
  *   -A RATE-LIMIT -m comment --comment "...-reject:30" -j REJECT --reject-with icmp-port-unreachable
  */
@@ -71,11 +73,19 @@ export interface RateLimitArgs {
   /** Connections a source may open at once before the rate applies. @default 20 */
   readonly burst?: pulumi.Input<number>;
   /**
-   * Name of the kernel's hashlimit table (1 to 15 characters).
-   * @default the resource name when it is a valid name, else "rl-" and 8 hexadecimal digits
-   * derived from it
+   * Name of the kernel's hashlimit table (1 to 15 characters). Rules of one name share one
+   * table, so give each RateLimit on a host its own.
+   * @default up to 9 characters of the resource name, "-", and 5 hexadecimal digits derived from
+   * the project, stack and resource name, so stacks sharing a host never share a table
    */
   readonly hashlimitName?: pulumi.Input<string>;
+  /**
+   * What happens to new connections within the rate. "RETURN" hands them back to the hook's
+   * chain, so the host's own rules after the hook still decide (a port the host blocks stays
+   * blocked). "ACCEPT" admits them at once, skipping every rule after the hook.
+   * @default "RETURN"
+   */
+  readonly withinRate?: "RETURN" | "ACCEPT";
   /** Keys a bucket is kept per. @default ["srcip"] */
   readonly mode?: pulumi.Input<pulumi.Input<HashlimitMode>[]>;
   /**
@@ -91,6 +101,12 @@ export interface RateLimitArgs {
   readonly htableSize?: pulumi.Input<number>;
   /** Maximum entries of the kernel's hash table. @default 8 times htableSize */
   readonly htableMax?: pulumi.Input<number>;
+  /**
+   * Takes over a chain of the same name that already exists on the host, and live rules that
+   * carry this RateLimit's markers, instead of failing.
+   * @default false
+   */
+  readonly adopt?: pulumi.Input<boolean>;
   /** Traffic that enters the rate limit. @default conntrack NEW packets arriving through INPUT */
   readonly hook?: RateLimitHookArgs;
   /** The sampled LOG of rejected connections, or false for none. @default 1/sec, burst 5 */
@@ -238,7 +254,11 @@ export class RateLimit extends pulumi.ComponentResource {
  * very inputs, so both see the same defaults.
  */
 export interface FamilyInputs {
-  readonly chain: { readonly family: Family; readonly name: pulumi.Input<string> };
+  readonly chain: {
+    readonly family: Family;
+    readonly name: pulumi.Input<string>;
+    readonly adopt?: pulumi.Input<boolean>;
+  };
   readonly accept: Omit<HashlimitRuleArgs, "connection">;
   readonly log?: Omit<RuleArgs, "connection">;
   readonly final: Omit<RuleArgs, "connection"> & { readonly jump: "REJECT" | "DROP" };
@@ -248,10 +268,13 @@ export interface FamilyInputs {
 /** Builds the inputs of one family's chain and rules from the RateLimit's arguments. */
 export function familyInputs(name: string, family: Family, args: RateLimitArgs): FamilyInputs {
   const chain = args.chain ?? "RATE-LIMIT";
+  const adopt = args.adopt;
   const accept = {
     chain,
+    adopt,
     order: ORDER.accept,
-    hashlimitName: args.hashlimitName ?? defaultHashlimitName(name),
+    hashlimitName:
+      args.hashlimitName ?? defaultHashlimitName(pulumi.getProject(), pulumi.getStack(), name),
     upto: args.rate ?? "50/sec",
     burst: args.burst ?? 20,
     mode: args.mode ?? ["srcip"],
@@ -259,7 +282,7 @@ export function familyInputs(name: string, family: Family, args: RateLimitArgs):
     htableExpireMs: args.htableExpireMs,
     htableSize: args.htableSize,
     htableMax: args.htableMax,
-    jump: "ACCEPT",
+    jump: args.withinRate ?? "RETURN",
   };
 
   const log =
@@ -267,6 +290,7 @@ export function familyInputs(name: string, family: Family, args: RateLimitArgs):
       ? undefined
       : {
           chain,
+          adopt,
           order: ORDER.log,
           limit: args.log?.rate ?? "1/sec",
           limitBurst: args.log?.burst ?? 5,
@@ -286,6 +310,7 @@ export function familyInputs(name: string, family: Family, args: RateLimitArgs):
   const reject = args.reject ?? "REJECT";
   const final = {
     chain,
+    adopt,
     order: ORDER.final,
     protocol: reject === "REJECT" ? onlyForTcp("tcp") : undefined,
     jump: reject,
@@ -294,12 +319,13 @@ export function familyInputs(name: string, family: Family, args: RateLimitArgs):
   };
 
   return {
-    chain: { family, name: chain },
+    chain: { family, name: chain, adopt },
     accept,
     log,
     final,
     hook: {
       family,
+      adopt,
       chain: hook.chain ?? "INPUT",
       order: hook.order ?? 0,
       protocol: hookProtocol,
@@ -322,10 +348,18 @@ function mapInput<T, U>(
   return fn(value as T | undefined);
 }
 
-/** Returns the hashlimit name used when none is given: the resource name if iptables takes it. */
-export function defaultHashlimitName(name: string): string {
-  if (/^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/.test(name)) return name;
-  return `rl-${createHash("sha256").update(name).digest("hex").slice(0, 8)}`;
+/**
+ * Returns the hashlimit name used when none is given: up to 9 characters of the resource name
+ * (those iptables takes), "-", and 5 hexadecimal digits of a hash of project, stack and name.
+ */
+export function defaultHashlimitName(project: string, stack: string, name: string): string {
+  const base =
+    name
+      .replace(/[^A-Za-z0-9_.-]/g, "")
+      .replace(/^[_.-]+/, "")
+      .slice(0, 9) || "rl";
+  const digest = createHash("sha256").update(`${project}/${stack}/${name}`).digest("hex");
+  return `${base}-${digest.slice(0, 5)}`;
 }
 
 function sourceMask(mask: RateLimitArgs["srcMask"], family: Family): number | undefined {

@@ -78,7 +78,7 @@ describe("examples/rate-limit", () => {
     );
     // iptables-save prints 3000/minute as 50/sec with the minute's expire of 60 s.
     expect(webRules).toContain(
-      "--hashlimit-upto 50/sec --hashlimit-burst 20 --hashlimit-mode srcip --hashlimit-name web",
+      "--hashlimit-upto 50/sec --hashlimit-burst 20 --hashlimit-mode srcip --hashlimit-name web-",
     );
     expect(webRules).toContain("--hashlimit-htable-expire 60000");
     expect(webRules).toContain("--hashlimit-srcmask 64");

@@ -62,6 +62,31 @@ describe("checkRateLimitArgs", () => {
       /^ {2}reject "ACCEPT" is invalid: use "REJECT" or "DROP"/m,
     ],
     ["family", { family: "ipv5" as "ipv4" }, /^ {2}family "ipv5" is invalid: /m],
+    [
+      "withinRate",
+      { withinRate: "DROP" as "RETURN" },
+      /^ {2}withinRate "DROP" is invalid: use "RETURN" or "ACCEPT"/m,
+    ],
+    [
+      "byte rate",
+      { rate: "1mb/s" },
+      /^ {2}rate "1mb\/s" is invalid: use new connections per second/m,
+    ],
+    [
+      "srcMask for both families",
+      { family: "both", srcMask: 24 },
+      /^ {2}srcMask 24 is invalid: with family "both", give a prefix length per family/m,
+    ],
+    [
+      "srcMask of the other family",
+      { srcMask: { ipv6: 48 } },
+      /^ {2}srcMask\.ipv6 48 is invalid: the RateLimit's family is "ipv4"/m,
+    ],
+    [
+      "rejectWith of the other family",
+      { family: "ipv6", rejectWith: { ipv4: "tcp-reset" } },
+      /^ {2}rejectWith\.ipv4 "tcp-reset" is invalid: the RateLimit's family is "ipv6"/m,
+    ],
   ])("rejects an invalid %s under its RateLimit name", (_field, args, expected) => {
     expect(check(args)).toMatch(expected);
   });
@@ -88,6 +113,12 @@ describe("checkRateLimitArgs", () => {
     expect(message).toContain('RateLimit "web" has invalid arguments');
     expect(message?.match(/rate "50\/fortnight"/g)).toHaveLength(1);
     expect(message).toContain("log.prefix");
+  });
+
+  it("names each field once, without the child's name", () => {
+    const message = check({ rate: "1/day", burst: 1000000 });
+    expect(message).toMatch(/^ {2}burst: --hashlimit-burst 1000000 with rate 1\/day overflows/m);
+    expect(message).not.toMatch(/^ {2}(\w+): \1:/m);
   });
 
   it("leaves values not known yet to the children", () => {

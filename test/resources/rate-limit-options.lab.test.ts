@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab, type LabHost } from "../../src/lab";
+import { defaultHashlimitName } from "../../src/resources/rate-limit";
 import { Deployment, isSecret, type Program } from "../harness";
 
 type Package = typeof import("../../src/index");
@@ -79,7 +80,8 @@ for (const index of [0, 1]) {
       expect(await filterRules(host)).toEqual([
         "-A FORWARD -j DOCKER-USER",
         "-A API-LIMIT -m hashlimit --hashlimit-upto 10/min --hashlimit-burst 5 --hashlimit-mode srcip " +
-          `--hashlimit-name api ${marker("accept", 10)} -j ACCEPT`,
+          `--hashlimit-name ${defaultHashlimitName("options", `host${index}`, "api")} ` +
+          `${marker("accept", 10)} -j RETURN`,
         `-A API-LIMIT ${marker("drop", 30)} -j DROP`,
         "-A DOCKER-USER -p tcp -m multiport --dports 8080,8443 -m conntrack --ctstate NEW " +
           `${marker("hook", 0)} -j API-LIMIT`,

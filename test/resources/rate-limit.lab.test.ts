@@ -10,6 +10,7 @@ import { HASHLIMIT_SCALE, hashlimitUserToCredits } from "../../src/netfilter/rat
 import type { Family } from "../../src/netfilter/types";
 import { splitArgs } from "../../src/netfilter/tokenize";
 import { createLab, type Lab, type LabHost } from "../../src/lab";
+import { defaultHashlimitName } from "../../src/resources/rate-limit";
 import {
   CheckFailedError,
   Deployment,
@@ -129,6 +130,11 @@ function connectionOf(host: LabHost, index: number) {
   return { host: host.ipv4, privateKey: host.privateKey };
 }
 
+/** The hashlimit table of host `index`'s RateLimit: the default name for this stack. */
+function tableName(index: number): string {
+  return defaultHashlimitName(PROJECT, STACK, `web${index}`);
+}
+
 function familiesOf(index: number): Family[] {
   return BOTH_FAMILIES[index] ? ["ipv4", "ipv6"] : ["ipv4"];
 }
@@ -143,7 +149,7 @@ function expectedManaged(index: number, family: Family, rate = "50/sec"): Record
     INPUT: [`-A INPUT -m conntrack --ctstate NEW ${marker("hook", 0)} -j RATE-LIMIT`],
     "RATE-LIMIT": [
       `-A RATE-LIMIT -m hashlimit --hashlimit-upto ${rate} --hashlimit-burst 20 --hashlimit-mode srcip ` +
-        `--hashlimit-name web${index}${mask} ${marker("accept", 10)} -j ACCEPT`,
+        `--hashlimit-name ${tableName(index)}${mask} ${marker("accept", 10)} -j RETURN`,
       `-A RATE-LIMIT -m limit --limit 1/sec ${marker("log", 20)} -j LOG --log-prefix "RATE-LIMIT: "`,
       `-A RATE-LIMIT ${marker("reject", 30)} -j REJECT --reject-with ${rejectWith}`,
     ],
@@ -231,7 +237,7 @@ describe("RateLimit through the engine", () => {
         // A connection to a closed port of the host itself: its SYN goes through the hook.
         await lab.exec(host, ["bash", "-c", `exec 3<>/dev/tcp/${loopback}/9`]);
         const directory = family === "ipv4" ? "ipt_hashlimit" : "ip6t_hashlimit";
-        const buckets = await mustExec(host, ["cat", `/proc/net/${directory}/web${index}`]);
+        const buckets = await mustExec(host, ["cat", `/proc/net/${directory}/${tableName(index)}`]);
 
         const costs = buckets
           .trim()
