@@ -15,6 +15,7 @@ import type { Family } from "../netfilter/types";
 import { invalid, type CheckFailure } from "./failures";
 import { packetRateSchema } from "./fields";
 import { checkChain } from "./providers/chain";
+import { checkConntrackSysctl } from "./providers/conntrack-sysctl";
 import type { FamilyInputs, RateLimitArgs } from "./rate-limit";
 import { checkRule } from "./rule-check";
 import { UNKNOWN } from "./unknown";
@@ -114,6 +115,14 @@ export function checkRateLimitArgs(
         'use new connections per second, minute, hour or day, such as "50/sec" or "3000/minute"',
       ),
     );
+  }
+
+  if (isPlainObject(args.conntrack)) {
+    const conntrack = checkConntrackSysctl(
+      { ...known(args.conntrack), connection: UNKNOWN },
+      false,
+    );
+    failures.push(...conntrack.failures.map((failure) => withParent(failure, "conntrack")));
   }
 
   // The children's checks report each field again; the listing below keeps its first failure.
@@ -232,13 +241,23 @@ function renamed(
     let parent = ARGUMENT_OF[part][input];
     if (parent === "rejectWith") parent = `rejectWith.${family}`;
     const argument = parent === undefined ? failure.property : [parent, ...element].join(".");
-    // Reasons start with the child's property name, followed by its value or by ":".
-    const named = [" ", ":"].some((next) => failure.reason.startsWith(failure.property + next));
-    const reason = named
-      ? `${argument}${failure.reason.slice(failure.property.length)}`
-      : `${argument}: ${failure.reason}`;
-    return { property: argument, reason };
+    return withProperty(failure, argument);
   });
+}
+
+/** Moves a failure of a nested resource's input under `parent`, such as "conntrack.max". */
+function withParent(failure: CheckFailure, parent: string): CheckFailure {
+  return withProperty(failure, `${parent}.${failure.property}`);
+}
+
+/** Names `property` in place of the child's property, in the failure and its reason. */
+function withProperty(failure: CheckFailure, property: string): CheckFailure {
+  // Reasons start with the child's property name, followed by its value or by ":".
+  const named = [" ", ":"].some((next) => failure.reason.startsWith(failure.property + next));
+  const reason = named
+    ? `${property}${failure.reason.slice(failure.property.length)}`
+    : `${property}: ${failure.reason}`;
+  return { property, reason };
 }
 
 /** Returns `inputs` with every value not known yet (an output or a promise) as UNKNOWN. */

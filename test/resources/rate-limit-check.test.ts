@@ -63,6 +63,16 @@ describe("checkRateLimitArgs", () => {
     ],
     ["family", { family: "ipv5" as "ipv4" }, /^ {2}family "ipv5" is invalid: /m],
     [
+      "conntrack.max",
+      { conntrack: { max: -1 } },
+      /^ {2}conntrack\.max -1 is invalid: use an integer from 256/m,
+    ],
+    [
+      "a conntrack field",
+      { conntrack: { mx: 5 } as object },
+      /^ {2}conntrack\.mx is not an input/m,
+    ],
+    [
       "withinRate",
       { withinRate: "DROP" as "RETURN" },
       /^ {2}withinRate "DROP" is invalid: use "RETURN" or "ACCEPT"/m,

@@ -73,59 +73,70 @@ const OUTPUT_KEYS = [
   "hostKey",
 ];
 
+/**
+ * Validates and normalises the inputs of a `ConntrackSysctl`, contacting no host. With `warn`,
+ * logs a warning for a max and buckets that fit badly together.
+ */
+export function checkConntrackSysctl(
+  news: Props,
+  warn = true,
+): { inputs: Props; failures: CheckFailure[] } {
+  const input: Props = { ...DEFAULTS };
+  for (const [key, value] of Object.entries(news)) {
+    if (key !== "__provider" && value !== undefined && !OUTPUT_KEYS.includes(key))
+      input[key] = value;
+  }
+  const failures: CheckFailure[] = [];
+  if (!containsUnknown(input.connection)) failures.push(...checkConnection(input.connection));
+
+  const parsed = sysctlSchema.safeParse(input);
+  if (!parsed.success)
+    return { inputs: news, failures: [...failures, ...zodFailures(parsed.error, input)] };
+  const inputs = parsed.data as Props;
+
+  if (!containsUnknown(inputs.settings)) {
+    const normalized: Record<string, number> = {};
+    for (const [name, value] of Object.entries(inputs.settings as Record<string, number>)) {
+      const key = name.startsWith("net.netfilter.") ? name : `net.netfilter.${name}`;
+      if (!SETTING_KEY.test(key)) {
+        failures.push(
+          invalid(
+            `settings.${name}`,
+            name,
+            "use a net.netfilter.nf_conntrack_* key, such as nf_conntrack_udp_timeout",
+          ),
+        );
+      } else if (RESERVED_KEYS[key] !== undefined) {
+        failures.push(invalid(`settings.${name}`, name, RESERVED_KEYS[key]));
+      } else {
+        normalized[key] = value;
+      }
+    }
+    inputs.settings = Object.fromEntries(
+      Object.entries(normalized).sort(([a], [b]) => (a < b ? -1 : 1)),
+    );
+    if (
+      inputs.max === undefined &&
+      inputs.buckets === undefined &&
+      Object.keys(normalized).length === 0
+    ) {
+      failures.push({
+        property: "max",
+        reason: "ConntrackSysctl sets nothing: give max, buckets or settings",
+      });
+    }
+  }
+  if (warn && typeof inputs.max === "number" && typeof inputs.buckets === "number") {
+    const warning = sizingWarning(inputs.max, inputs.buckets);
+    if (warning !== undefined) console.log(`warning: ${warning}`);
+  }
+  return { inputs, failures };
+}
+
 /** The provider of `ConntrackSysctl`. */
 export const conntrackSysctlProvider = {
   async check(_olds: Props, news: Props): Promise<{ inputs: Props; failures: CheckFailure[] }> {
-    const input: Props = { ...DEFAULTS };
-    for (const [key, value] of Object.entries(news)) {
-      if (key !== "__provider" && value !== undefined && !OUTPUT_KEYS.includes(key))
-        input[key] = value;
-    }
-    const failures: CheckFailure[] = [];
-    if (!containsUnknown(input.connection)) failures.push(...checkConnection(input.connection));
-
-    const parsed = sysctlSchema.safeParse(input);
-    if (!parsed.success)
-      return { inputs: news, failures: [...failures, ...zodFailures(parsed.error, input)] };
-    const inputs = parsed.data as Props;
-
-    if (!containsUnknown(inputs.settings)) {
-      const normalized: Record<string, number> = {};
-      for (const [name, value] of Object.entries(inputs.settings as Record<string, number>)) {
-        const key = name.startsWith("net.netfilter.") ? name : `net.netfilter.${name}`;
-        if (!SETTING_KEY.test(key)) {
-          failures.push(
-            invalid(
-              `settings.${name}`,
-              name,
-              "use a net.netfilter.nf_conntrack_* key, such as nf_conntrack_udp_timeout",
-            ),
-          );
-        } else if (RESERVED_KEYS[key] !== undefined) {
-          failures.push(invalid(`settings.${name}`, name, RESERVED_KEYS[key]));
-        } else {
-          normalized[key] = value;
-        }
-      }
-      inputs.settings = Object.fromEntries(
-        Object.entries(normalized).sort(([a], [b]) => (a < b ? -1 : 1)),
-      );
-      if (
-        inputs.max === undefined &&
-        inputs.buckets === undefined &&
-        Object.keys(normalized).length === 0
-      ) {
-        failures.push({
-          property: "max",
-          reason: "ConntrackSysctl sets nothing: give max, buckets or settings",
-        });
-      }
-    }
-    if (typeof inputs.max === "number" && typeof inputs.buckets === "number") {
-      const warning = sizingWarning(inputs.max, inputs.buckets);
-      if (warning !== undefined) console.log(`warning: ${warning}`);
-    }
-    return { inputs, failures };
+    return checkConntrackSysctl(news);
   },
 
   async diff(_id: string, olds: Props, news: Props) {
