@@ -12,6 +12,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { IptablesError } from "../errors";
 import type { Family } from "../netfilter/types";
+import { parsePacketRate } from "../netfilter/rates";
 import { invalid, type CheckFailure } from "./failures";
 import { packetRateSchema } from "./fields";
 import { checkChain } from "./providers/chain";
@@ -277,4 +278,48 @@ function knownValue(value: unknown): unknown {
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Lowest rate and burst that still leave room for the SSH connections a deployment opens. */
+const SSH_SAFE_PER_SECOND = 1;
+const SSH_SAFE_BURST = 5;
+
+/**
+ * Returns a warning when the rate limit also covers new SSH connections to the host (its hook
+ * has no port filter, or names the connection's port) at a rate or burst so low that this
+ * library, or an operator, could be locked out of SSH from one address. Each operation opens a
+ * connection, and each change that can affect new connections opens one more to confirm it.
+ */
+export function sshThrottleWarning(name: string, args: RateLimitArgs): string | undefined {
+  const connection = args.connection as { port?: unknown } | undefined;
+  const port = typeof connection?.port === "number" ? connection.port : 22;
+  const ports = args.hook?.ports;
+  if (pulumi.Output.isInstance(ports) || ports instanceof Promise) return undefined;
+  const coversSsh =
+    ports === undefined ||
+    (ports as unknown[]).some((entry) => {
+      if (typeof entry === "number") return entry === port;
+      if (typeof entry !== "string") return false;
+      const [low, high = low] = entry.split(":").map(Number);
+      return low <= port && port <= high;
+    });
+  if (!coversSsh) return undefined;
+
+  const rate = typeof args.rate === "string" ? args.rate : "50/sec";
+  const burst = typeof args.burst === "number" ? args.burst : 20;
+  let perSecond: number;
+  try {
+    const parsed = parsePacketRate("rate", rate);
+    perSecond = parsed.count / parsed.unitSeconds;
+  } catch {
+    return undefined;
+  }
+  if (perSecond >= SSH_SAFE_PER_SECOND && burst >= SSH_SAFE_BURST) return undefined;
+  return (
+    `RateLimit ${JSON.stringify(name)} also limits new SSH connections (port ${port}) to ` +
+    `${rate} with burst ${burst} per source, so pulumi-iptables (one connection per operation, ` +
+    "one more to confirm a change) and operators can be locked out of SSH: limit other ports " +
+    `with hook.ports, or keep rate at least ${SSH_SAFE_PER_SECOND}/sec and burst at least ` +
+    `${SSH_SAFE_BURST}`
+  );
 }

@@ -27,7 +27,7 @@ import { Chain } from "./chain";
 import { ConntrackSysctl, type ConntrackSysctlArgs } from "./conntrack-sysctl";
 import type { ConnectionArgs } from "./connection";
 import { HashlimitRule, type HashlimitMode, type HashlimitRuleArgs } from "./hashlimit-rule";
-import { checkRateLimitArgs } from "./rate-limit-check";
+import { checkRateLimitArgs, sshThrottleWarning } from "./rate-limit-check";
 import { PersistenceUnit, type PersistenceUnitArgs } from "./persistence-unit";
 import { Rule, type RuleArgs } from "./rule";
 
@@ -165,6 +165,8 @@ export class RateLimit extends pulumi.ComponentResource {
     const families: Family[] = args.family === "both" ? ["ipv4", "ipv6"] : [args.family ?? "ipv4"];
     checkRateLimitArgs(name, args, families, (family) => familyInputs(name, family, args));
     super("pulumi-iptables:index:RateLimit", name, {}, opts);
+    const sshWarning = sshThrottleWarning(name, args);
+    if (sshWarning !== undefined) void pulumi.log.warn(sshWarning, this);
 
     const connection = pulumi.secret(args.connection);
     this.families = families.map((family) => this.addFamily(name, family, args, connection));

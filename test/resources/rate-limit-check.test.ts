@@ -2,7 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { describe, expect, it } from "vitest";
 import { isIptablesError } from "../../src/errors";
 import { familyInputs, type RateLimitArgs } from "../../src/resources/rate-limit";
-import { checkRateLimitArgs } from "../../src/resources/rate-limit-check";
+import { checkRateLimitArgs, sshThrottleWarning } from "../../src/resources/rate-limit-check";
 import type { Family } from "../../src/netfilter/types";
 
 const connection = { host: "198.18.0.10", privateKey: "not used by the check" };
@@ -135,5 +135,34 @@ describe("checkRateLimitArgs", () => {
     expect(
       check({ rate: pulumi.output("50/fortnight"), chain: pulumi.output("bad name!") }),
     ).toBeUndefined();
+  });
+});
+
+describe("sshThrottleWarning", () => {
+  const warn = (args: Partial<RateLimitArgs>) =>
+    sshThrottleWarning("web", { connection, ...args } as RateLimitArgs);
+
+  it("stays quiet for the defaults", () => {
+    expect(warn({})).toBeUndefined();
+  });
+
+  it("warns about a slow rate that covers SSH", () => {
+    expect(warn({ rate: "1/minute", burst: 1 })).toContain(
+      "also limits new SSH connections (port 22) to 1/minute with burst 1",
+    );
+  });
+
+  it("warns about a small burst that covers SSH", () => {
+    expect(warn({ burst: 2 })).toContain("with burst 2");
+  });
+
+  it("warns when the hook's port range holds the connection's port", () => {
+    const args = { rate: "10/minute", hook: { ports: ["20:30"] } };
+    expect(warn({ ...args, connection: { ...connection, port: 2222 } })).toBeUndefined();
+    expect(warn(args)).toContain("port 22");
+  });
+
+  it("stays quiet when the hook leaves SSH out", () => {
+    expect(warn({ rate: "1/minute", burst: 1, hook: { ports: [443] } })).toBeUndefined();
   });
 });
