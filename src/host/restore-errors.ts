@@ -1,11 +1,13 @@
 /**
- * Reading iptables-restore's error output and naming the plan step it rejected.
+ * Reading iptables-restore's error output, naming the plan step it rejected and explaining why.
  *
- * iptables-restore 1.8 reports the failing input line as "line N failed" (legacy, and nft
- * at commit) or "line N: <reason>" (nft while parsing); older versions print
- * "Error occurred at line: N". Line 1 of a plan script is `*table`, so line N is step N - 2,
- * and the last line is COMMIT, where the kernel rejects the transaction as a whole. When the
- * message blames COMMIT or no line, a name it quotes can still point to the step.
+ * iptables-restore 1.8.9 (both backends) reports a line it cannot parse with its reason and
+ * then "Error occurred at line: N". When the kernel rejects the transaction, iptables-nft-restore
+ * prints "line N: RULE_APPEND failed (Invalid argument): rule in chain X" and
+ * iptables-legacy-restore only "line N failed", where N is the COMMIT line. Line 1 of a plan
+ * script is `*table`, so line N is step N - 2, and the last line is COMMIT, where the kernel
+ * checks the transaction as a whole. When the message blames COMMIT or no line, a name it
+ * quotes can still point to the step.
  */
 import { IptablesError, quoteForMessage, tailLines } from "../errors";
 import type { PlanStep, TablePlan } from "../netfilter/plan";
@@ -45,6 +47,27 @@ function safeSplit(line: string): string[] {
   }
 }
 
+/**
+ * Returns the lines of iptables-restore's error output that explain the rejection, joined by
+ * " | ". Program prefixes, blank lines, line numbers and the usage hint are left out, because
+ * the message names the line itself. Empty when iptables-restore printed only a line number,
+ * as iptables-legacy-restore 1.8.9 does for a rule the kernel refuses ("line 3 failed").
+ */
+export function restoreExplanation(stderr: string): string {
+  const lines = stderr
+    .split("\n")
+    .map((line) =>
+      line.replace(/^ip6?tables(?:-nft|-legacy)?-restore(?: v[\w.]+ \([\w_]+\))?:/, ""),
+    )
+    .map((line) => line.replace(/^\s*line \d+:\s*/i, "").trim())
+    .filter((line) => line !== "")
+    .filter((line) => !/^Error occurred at line: \d+$/i.test(line))
+    .filter((line) => !/^line \d+ failed$/i.test(line))
+    .filter((line) => !/^Try `ip6?tables/.test(line));
+  // A final period would stand before the "; nothing was changed" of the message.
+  return tailLines(lines.join("\n"), 3).replace(/\n/g, " | ").replace(/\.$/, "");
+}
+
 /** APPLY_REJECTED for a transaction iptables-restore refused, which it left unapplied. */
 export function applyRejected(
   where: string,
@@ -53,24 +76,27 @@ export function applyRejected(
   exitCode: string,
   stderr: string,
 ): IptablesError {
-  const reason = tailLines(stderr.trim(), 3).replace(/\n/g, " | ") || `exit code ${exitCode}`;
+  const explanation = restoreExplanation(stderr);
   const line = rejectedLine(stderr);
   const step =
     (line === undefined ? undefined : stepAtLine(plan, line)) ?? stepNamedIn(plan, stderr);
   const transaction = `the ${family} ${plan.table} transaction`;
+  const atCommit = step === undefined && line !== undefined && line === plan.steps.length + 2;
 
   let what: string;
   if (step !== undefined) {
-    const position = plan.steps.indexOf(step) + 2;
-    const owner = step.markerId === undefined ? "" : `, rule ${step.markerId}`;
-    const chain = step.chain === undefined ? "" : `chain ${step.chain}`;
-    what =
-      `line ${position} of ${transaction} (${chain}${owner}${chain || owner ? ", " : ""}` +
-      `${step.reason}: ${quoteForMessage(step.line, 300)})`;
-  } else if (line !== undefined && line === plan.steps.length + 2) {
+    what = describeStep(plan, step, ` of ${transaction}`);
+  } else if (atCommit) {
     what = `${transaction} at COMMIT, where the kernel checks it as a whole`;
   } else {
     what = transaction;
+  }
+
+  let reason = explanation;
+  if (explanation === "") {
+    reason = `iptables-restore gave no reason (exit code ${exitCode}); ${unexplainedHint(plan, step, atCommit)}`;
+  } else if (isVague(explanation)) {
+    reason = `${explanation}; ${unexplainedHint(plan, step, atCommit)}`;
   }
 
   return new IptablesError(
@@ -89,4 +115,42 @@ export function applyRejected(
       },
     },
   );
+}
+
+/** `line N[ of TRANSACTION] (chain C, rule ID, REASON: "LINE")`, N being the script line. */
+function describeStep(plan: TablePlan, step: PlanStep, ofTransaction = ""): string {
+  const position = plan.steps.indexOf(step) + 2;
+  const owner = step.markerId === undefined ? "" : `, rule ${step.markerId}`;
+  const chain = step.chain === undefined ? "" : `chain ${step.chain}`;
+  return (
+    `line ${position}${ofTransaction} (${chain}${owner}${chain || owner ? ", " : ""}` +
+    `${step.reason}: ${quoteForMessage(step.line, 300)})`
+  );
+}
+
+/**
+ * Tells whether iptables' explanation is only an errno text, as iptables-nft-restore prints when
+ * the kernel rejects a rule ("RULE_APPEND failed (Invalid argument): rule in chain X").
+ */
+function isVague(explanation: string): boolean {
+  return /^[A-Z_]+ failed \((Invalid argument|Operation not supported)\)/.test(explanation);
+}
+
+/**
+ * Returns the next step for a rejection iptables does not explain. The kernel rejects, without
+ * a reason, a target or match that the table or chain does not allow (REJECT in nat, MASQUERADE
+ * outside nat POSTROUTING) or that the kernel lacks.
+ */
+function unexplainedHint(plan: TablePlan, step: PlanStep | undefined, atCommit: boolean): string {
+  const chain = step?.chain === undefined ? "" : ` and chain ${step.chain}`;
+  const check =
+    `check that each target and match is valid in the ${plan.table} table${chain}, and that the ` +
+    `host's kernel has the modules they need (for example, REJECT is invalid in nat, and ` +
+    `MASQUERADE is valid only in nat POSTROUTING)`;
+  if (step !== undefined || !atCommit) return check;
+
+  // At COMMIT the kernel names no line, so the message names the one rule the transaction adds or replaces.
+  const added = plan.steps.filter((candidate) => /^-[AIR] /.test(candidate.line));
+  if (added.length !== 1) return check;
+  return `the only rule it adds or replaces is ${describeStep(plan, added[0])}; ${check}`;
 }

@@ -164,6 +164,52 @@ describe.each(["nft", "legacy"] as const)("applyTableChange on %s", (backend) =>
     expect(await rollbackStateFiles(labHost)).toEqual([]);
   });
 
+  it("rejects DROP in nat with iptables' reason", async () => {
+    let error: unknown;
+    try {
+      await host.applyTableChange(
+        "ipv4",
+        "nat",
+        {
+          upsertRules: [rule("PREROUTING", "apply/nat-drop", 10, "-s 198.18.200.6/32", "-j DROP")],
+        },
+        { rollback: "never" },
+      );
+    } catch (caught) {
+      error = caught;
+    }
+    expect(hasErrorCode(error, "APPLY_REJECTED")).toBe(true);
+    expect((error as { details: Record<string, unknown> }).details.markerId).toBe("apply/nat-drop");
+    expect((error as Error).message).toContain(
+      'The "nat" table is not intended for filtering, the use of DROP is therefore inhibited; ' +
+        "nothing was changed",
+    );
+  });
+
+  it("explains a rejection iptables gives no reason for", async () => {
+    let error: unknown;
+    try {
+      await host.applyTableChange(
+        "ipv4",
+        "nat",
+        {
+          upsertRules: [
+            rule("POSTROUTING", "apply/nat-reject", 10, "-s 198.18.200.7/32", "-j REJECT"),
+          ],
+        },
+        { rollback: "never" },
+      );
+    } catch (caught) {
+      error = caught;
+    }
+    expect(hasErrorCode(error, "APPLY_REJECTED")).toBe(true);
+    const message = (error as Error).message;
+    // iptables-nft-restore blames the line with an errno, iptables-legacy-restore only COMMIT.
+    expect(message).toContain("rule apply/nat-reject");
+    expect(message).toContain("check that each target and match is valid in the nat table");
+    expect(message).not.toMatch(/: ;| \| /);
+  });
+
   it("plans again when another writer changed the table", async () => {
     await lab.exec(labHost, [
       "iptables",

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { applyRejected, rejectedLine } from "../../src/host/restore-errors";
+import { applyRejected, rejectedLine, restoreExplanation } from "../../src/host/restore-errors";
 import type { TablePlan } from "../../src/netfilter/plan";
 
 const PLAN: TablePlan = {
@@ -59,7 +59,101 @@ describe("applyRejected", () => {
 
   it("falls back to the exit code", () => {
     const error = applyRejected("h", "ipv4", PLAN, "111", "");
-    expect(error.message).toContain("rejected the ipv4 filter transaction: exit code 111");
+    expect(error.message).toContain(
+      "rejected the ipv4 filter transaction: iptables-restore gave no reason (exit code 111)",
+    );
+  });
+});
+
+/** Error output of iptables-restore 1.8.9, as lab hosts printed it. */
+const STDERR = {
+  nftDropInNat:
+    "iptables-restore v1.8.9 (nf_tables): \nThe \"nat\" table is not intended for filtering, the use of DROP is therefore inhibited.\n\n\nError occurred at line: 2\nTry `iptables-restore -h' or 'iptables-restore --help' for more information.\n",
+  legacyDropInNat:
+    "iptables-restore v1.8.9 (legacy): \nThe \"nat\" table is not intended for filtering, the use of DROP is therefore inhibited.\n\n\nError occurred at line: 2\nTry `iptables-restore -h' or 'iptables-restore --help' for more information.\n",
+  nftRejectInNat:
+    "iptables-restore v1.8.9 (nf_tables): \nline 2: RULE_APPEND failed (Invalid argument): rule in chain POSTROUTING\n",
+  legacyRejectInNat: "iptables-restore: line 3 failed\n",
+};
+
+const NAT_PLAN: TablePlan = {
+  table: "nat",
+  steps: [
+    {
+      line: '-A POSTROUTING -p tcp -m comment --comment "pulumi-iptables:nat-rule:10" -j REJECT',
+      reason: "insert rule",
+      markerId: "nat-rule",
+      chain: "POSTROUTING",
+    },
+  ],
+  script: "",
+};
+
+describe("restoreExplanation", () => {
+  it("keeps iptables' reason without the line noise", () => {
+    const reason =
+      'The "nat" table is not intended for filtering, the use of DROP is therefore inhibited';
+    expect(restoreExplanation(STDERR.nftDropInNat)).toBe(reason);
+    expect(restoreExplanation(STDERR.legacyDropInNat)).toBe(reason);
+    expect(restoreExplanation(STDERR.nftRejectInNat)).toBe(
+      "RULE_APPEND failed (Invalid argument): rule in chain POSTROUTING",
+    );
+  });
+
+  it("is empty when iptables gives only a line number", () => {
+    expect(restoreExplanation(STDERR.legacyRejectInNat)).toBe("");
+    expect(restoreExplanation("")).toBe("");
+  });
+});
+
+describe("applyRejected explanations", () => {
+  it("quotes iptables' reason for DROP in nat", () => {
+    for (const stderr of [STDERR.nftDropInNat, STDERR.legacyDropInNat]) {
+      const error = applyRejected("h", "ipv4", NAT_PLAN, "2", stderr);
+      expect(error.details.markerId).toBe("nat-rule");
+      expect(error.message).toContain(
+        "rejected line 2 of the ipv4 nat transaction (chain POSTROUTING, rule nat-rule, insert " +
+          'rule: "-A POSTROUTING',
+      );
+      expect(error.message).toContain(
+        '-j REJECT"): The "nat" table is not intended for filtering, the use of ' +
+          "DROP is therefore inhibited; nothing was changed",
+      );
+      expect(error.message).not.toContain("Error occurred");
+      expect(error.message).not.toContain(" | ");
+    }
+  });
+
+  it("explains an errno-only rejection", () => {
+    const error = applyRejected("h", "ipv4", NAT_PLAN, "4", STDERR.nftRejectInNat);
+    expect(error.details.markerId).toBe("nat-rule");
+    expect(error.message).toContain(
+      '-j REJECT"): RULE_APPEND failed (Invalid argument): rule in chain POSTROUTING; ' +
+        "check that each target and match is valid in the nat table and chain POSTROUTING",
+    );
+  });
+
+  it("names the only added rule when the kernel gives no reason", () => {
+    const error = applyRejected("h", "ipv4", NAT_PLAN, "1", STDERR.legacyRejectInNat);
+    expect(error.message).toContain(
+      "rejected the ipv4 nat transaction at COMMIT, where the kernel checks it as a whole: " +
+        "iptables-restore gave no reason (exit code 1); the only rule it adds or replaces is " +
+        'line 2 (chain POSTROUTING, rule nat-rule, insert rule: "-A POSTROUTING',
+    );
+    expect(error.message).toContain("check that each target and match is valid in the nat table");
+    expect(error.message).toMatch(/nothing was changed$/);
+  });
+
+  it("gives the generic check when several rules could be the cause", () => {
+    const plan: TablePlan = {
+      ...NAT_PLAN,
+      steps: [...NAT_PLAN.steps, { ...NAT_PLAN.steps[0], markerId: "other" }],
+    };
+    const error = applyRejected("h", "ipv4", plan, "1", "iptables-restore: line 4 failed\n");
+    expect(error.message).toContain(
+      "at COMMIT, where the kernel checks it as a whole: iptables-restore gave no reason " +
+        "(exit code 1); check that each target and match is valid in the nat table, and",
+    );
   });
 });
 
