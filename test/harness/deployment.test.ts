@@ -53,7 +53,9 @@ function filesProgram(files: Record<string, string>, token = "s3cr3t-token"): Pr
         const fs = require("node:fs");
         if (!fs.existsSync(id)) return { id: "" as unknown as string, props: {} };
         const [content] = fs.readFileSync(id, "utf8").split("\n");
-        return { id, props: { ...props, content }, inputs: { ...props, content } };
+        // `reads` changes on every read, as a packet counter would.
+        const reads = Number(props.reads ?? 0) + 1;
+        return { id, props: { ...props, content, reads }, inputs: { ...props, content } };
       },
       async update(_id, _olds, news) {
         const fs = require("node:fs");
@@ -140,6 +142,13 @@ describe("engine harness", () => {
     expect(a?.changedKeys).toEqual(["content"]);
     expect(deployment.resource("a").inputs.content).toBe("edited");
     expect(isSecret(deployment.resource("a").inputs.token)).toBe(true);
+  });
+
+  it("refresh ignores outputs that change by themselves", async () => {
+    const result = await deployment.refresh();
+
+    expect(result.steps.map((step) => step.op)).toEqual(result.steps.map(() => "refresh-same"));
+    expect(deployment.resource("a").outputs.reads).toBe(2);
   });
 
   it("fails a resource whose check fails, creating nothing", async () => {

@@ -20,7 +20,10 @@
  * - Destroy deletes newest first and keeps every resource that a resource whose delete failed
  *   (or was skipped) depends on or is a child of.
  * - Refresh calls Read, up to 16 at once; an empty id drops the resource from state, returned
- *   inputs replace the stored inputs.
+ *   inputs replace the stored inputs. As the engine has done since 2024 (pulumi/pulumi#16146), it calls
+ *   Diff with olds = the read state and news = the stored inputs, and reports the resource as
+ *   changed only when Diff finds a change, so outputs that move by themselves (counters) are
+ *   not drift.
  */
 import { fixtureProject, type FixtureProject } from "./fixture";
 import {
@@ -428,10 +431,24 @@ export class Deployment {
       read.inputs === undefined
         ? resource.inputs
         : (annotateSecrets(read.inputs, resource.inputs) as PropertyMap);
-    const keys = changedKeys(stripMap(resource.outputs), stripMap(outputs));
+    op.calls.diff++;
+    const diff = await this.provider.diff(
+      read.id,
+      resource.urn,
+      stripMap(outputs),
+      stripMap(resource.inputs),
+      stripMap(inputs),
+    );
+    // Drift shows as the inputs that changed, as the engine shows it, or else the outputs.
+    const inputKeys = changedKeys(stripMap(resource.inputs), stripMap(inputs)).filter(
+      (key) => key in resource.inputs,
+    );
+    const outputKeys = changedKeys(stripMap(resource.outputs), stripMap(outputs));
+    const keys = inputKeys.length > 0 ? inputKeys : outputKeys;
+    const drifted = diff.changes === "some" || (diff.changes === "unknown" && keys.length > 0);
     op.steps.push({
       ...identity(resource),
-      op: keys.length === 0 ? "refresh-same" : "refresh-update",
+      op: drifted ? "refresh-update" : "refresh-same",
       oldInputs: stripMap(resource.inputs),
       newInputs: stripMap(inputs),
       changedKeys: keys,
