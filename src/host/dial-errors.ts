@@ -77,6 +77,76 @@ export function dialError(
   });
 }
 
+/**
+ * The reason a dial made no further attempt. "final": another attempt would fail the same way.
+ * "limit": `dialErrorLimit` attempts were made. "window": the window for brief retries is over.
+ * "deadline": too little time was left before the dial's deadline.
+ */
+export type DialStop = "final" | "limit" | "window" | "deadline";
+
+/** The attempts of a dial that failed. */
+export interface DialSummary {
+  readonly attempts: number;
+  /** Milliseconds from the start of the first attempt to the end of the last. */
+  readonly elapsedMs: number;
+  readonly stop: DialStop;
+  /** The deadline's task as messages name it, such as "confirming the change". */
+  readonly deadlinePurpose?: string;
+}
+
+/**
+ * Adds to the last attempt's error how many attempts were made, over how long, why the dial
+ * stopped and how to fail sooner. A dial that failed at its only attempt keeps the error as it
+ * is, unless the deadline left no time for another attempt. Other errors pass unchanged.
+ */
+export function dialGaveUp(
+  conn: ResolvedConnection,
+  error: unknown,
+  summary: DialSummary,
+): unknown {
+  if (!(error instanceof IptablesError)) return error;
+  if (summary.attempts === 1 && summary.stop !== "deadline") return error;
+
+  const attempts = summary.attempts === 1 ? "1 attempt" : `${summary.attempts} attempts`;
+  const gaveUp = `Gave up after ${attempts} over ${formatSeconds(summary.elapsedMs)}`;
+  let sentence: string;
+  switch (summary.stop) {
+    case "limit":
+      sentence =
+        `${gaveUp}, the limit set by connection.dialErrorLimit (${conn.dialErrorLimit}), each ` +
+        `attempt lasting up to connection.perDialTimeout (${formatSeconds(conn.perDialTimeoutMs)}) ` +
+        `with backoff between attempts. To fail sooner, lower connection.dialErrorLimit or ` +
+        `connection.perDialTimeout`;
+      break;
+    case "window":
+      sentence = `${gaveUp}, because a refused port or a host that does not respond is retried for a few seconds only`;
+      break;
+    case "deadline":
+      sentence =
+        `${gaveUp}, because too little time was left before the deadline for ` +
+        `${summary.deadlinePurpose ?? "the operation"} to start another attempt`;
+      break;
+    case "final":
+      sentence = `${gaveUp}, because another attempt would fail the same way`;
+      break;
+  }
+  return new IptablesError(error.code, `${error.message}. ${sentence}`, {
+    cause: error,
+    details: {
+      ...error.details,
+      attempts: summary.attempts,
+      elapsedMs: summary.elapsedMs,
+      stop: summary.stop,
+    },
+  });
+}
+
+/** Formats milliseconds as seconds, to 0.1 s from 1 s up and to 1 ms below. */
+export function formatSeconds(ms: number): string {
+  const digits = ms < 1000 ? 3 : 1;
+  return `${Number((ms / 1000).toFixed(digits))} s`;
+}
+
 /** Returns how another attempt is made after this error; "never" for errors not of a dial. */
 export function dialRetryOf(error: unknown): DialRetry {
   if (!(error instanceof IptablesError)) return "never";

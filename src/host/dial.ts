@@ -8,7 +8,15 @@ import { Client, utils as sshUtils, type AuthenticationType, type ClientChannel 
 import type { Duplex } from "node:stream";
 import { IptablesError } from "../errors";
 import { formatAddress, type ResolvedConnection } from "./connection";
-import { dialError, dialRetryOf, tcpError, type DialRetry } from "./dial-errors";
+import {
+  dialError,
+  dialGaveUp,
+  dialRetryOf,
+  formatSeconds,
+  tcpError,
+  type DialRetry,
+  type DialStop,
+} from "./dial-errors";
 import type { HostEvent } from "./events";
 import {
   fingerprint,
@@ -32,9 +40,29 @@ export interface Transport {
 
 export interface DialOptions {
   readonly purpose: "pool" | "confirm";
-  /** Epoch milliseconds after which no attempt starts and no attempt may last. */
-  readonly deadline?: number;
+  /** A time by which the connection must be open; without it only the attempt limit applies. */
+  readonly deadline?: DialDeadline;
   readonly emit: (event: HostEvent) => void;
+}
+
+/**
+ * The time by which a dial must end. No attempt lasts beyond it, except that the first attempt
+ * always gets at least MIN_ATTEMPT_MS. A later attempt starts only when MIN_ATTEMPT_MS are left.
+ */
+export interface DialDeadline {
+  /** Epoch milliseconds. */
+  readonly at: number;
+  /** The task that must finish by then, as messages name it, such as "confirming the change". */
+  readonly purpose: string;
+  /** The setting that moves the deadline, as messages name it. */
+  readonly setting: string;
+}
+
+/** The time one attempt may take, from the TCP connect to the end of authentication. */
+interface AttemptBudget {
+  readonly timeoutMs: number;
+  /** Set when the dial's deadline, not connection.perDialTimeout, limits the attempt. */
+  readonly deadline?: DialDeadline;
 }
 
 /**
@@ -57,21 +85,31 @@ export function forgetSeenHostKeys(): void {
 const BRIEF_RETRY_WINDOW_MS = 5_000;
 
 /**
+ * The shortest attempt a deadline leaves (connection.perDialTimeout when that is shorter). A TCP
+ * connect, key exchange and authentication take several round trips and some CPU, so an attempt
+ * of a few milliseconds would time out whatever the state of the host.
+ */
+const MIN_ATTEMPT_MS = 1_000;
+
+/**
  * Opens a connection, making up to `dialErrorLimit` attempts with exponential backoff between
  * them. How a failure is retried depends on its kind (see `DialRetry`): credentials, host keys
  * and routes that reject the address fail at once; a refused port or a host that does not
  * respond is retried for BRIEF_RETRY_WINDOW_MS; timeouts and resets are retried up to the limit.
  * Each attempt lasts at most `perDialTimeout`, so at the defaults (10 attempts of 15 s) a host
- * that never responds fails after about 3 minutes. With `deadline`, no attempt starts or lasts
- * beyond it. Raises the last attempt's error (SSH_* codes).
+ * that never responds fails after about 3 minutes. With `deadline`, see `DialDeadline`. Raises
+ * the last attempt's error (SSH_* codes), which says how many attempts were made when there
+ * were several.
  */
 export async function dial(conn: ResolvedConnection, options: DialOptions): Promise<Transport> {
   const limit = conn.dialErrorLimit === -1 ? Number.POSITIVE_INFINITY : conn.dialErrorLimit;
+  const minAttemptMs = Math.min(MIN_ATTEMPT_MS, conn.perDialTimeoutMs);
+  const started = Date.now();
   let briefRunStarted: number | undefined;
   for (let attempt = 1; ; attempt++) {
     const attemptStarted = Date.now();
     try {
-      return await dialOnce(conn, options);
+      return await dialOnce(conn, options, attemptBudget(conn, options, minAttemptMs));
     } catch (error) {
       const retry = dialRetryOf(error);
       const delayMs = backoffMs(attempt);
@@ -79,12 +117,29 @@ export async function dial(conn: ResolvedConnection, options: DialOptions): Prom
       if (retry === "briefly") briefRunStarted ??= attemptStarted;
       else briefRunStarted = undefined;
 
-      const outOfTime = options.deadline !== undefined && nextStart >= options.deadline;
-      const briefWindowOver =
-        briefRunStarted !== undefined && nextStart - briefRunStarted > BRIEF_RETRY_WINDOW_MS;
-      const unlimitedWithoutDeadline = limit === Number.POSITIVE_INFINITY && !options.deadline;
-      if (retry === "never" || attempt >= limit || outOfTime || briefWindowOver) throw error;
-      if (unlimitedWithoutDeadline && attempt >= 1000) throw error;
+      let stop: DialStop | undefined;
+      if (retry === "never") stop = "final";
+      else if (attempt >= limit) stop = "limit";
+      else if (options.deadline !== undefined && options.deadline.at - nextStart < minAttemptMs) {
+        stop = "deadline";
+      } else if (
+        briefRunStarted !== undefined &&
+        nextStart - briefRunStarted > BRIEF_RETRY_WINDOW_MS
+      ) {
+        stop = "window";
+      } else if (limit === Number.POSITIVE_INFINITY && !options.deadline && attempt >= 1000) {
+        // dialErrorLimit -1 retries until a deadline, and without one up to this many attempts.
+        stop = "limit";
+      }
+      if (stop !== undefined) {
+        throw dialGaveUp(conn, error, {
+          attempts: attempt,
+          elapsedMs: Date.now() - started,
+          stop,
+          deadlinePurpose: options.deadline?.purpose,
+        });
+      }
+
       options.emit({
         kind: "retry",
         host: formatAddress(conn.host, conn.port),
@@ -105,9 +160,13 @@ function backoffMs(attempt: number): number {
   return Math.round(base * (1 + Math.random() * 0.2));
 }
 
-async function dialOnce(conn: ResolvedConnection, options: DialOptions): Promise<Transport> {
+async function dialOnce(
+  conn: ResolvedConnection,
+  options: DialOptions,
+  budget: AttemptBudget,
+): Promise<Transport> {
   const started = Date.now();
-  const timeoutMs = attemptTimeout(conn, options);
+  const timeoutMs = budget.timeoutMs;
   const privateKey = loadPrivateKey(conn);
   const pinned = conn.hostKey === undefined ? undefined : parsePublicKey(conn.hostKey);
 
@@ -115,13 +174,13 @@ async function dialOnce(conn: ResolvedConnection, options: DialOptions): Promise
   let stream: Duplex;
   let socket: Socket;
   if (conn.proxy === undefined) {
-    socket = await connectTcp(conn, timeoutMs);
+    socket = await connectTcp(conn, budget);
     stream = socket;
   } else {
     jump = await dialJumpHost(conn, conn.proxy, options);
     socket = jump.socket;
     try {
-      stream = await openTunnel(jump, conn, timeoutMs - (Date.now() - started));
+      stream = await openTunnel(jump, conn, budget, timeoutMs - (Date.now() - started));
     } catch (error) {
       jump.close();
       throw error;
@@ -130,7 +189,15 @@ async function dialOnce(conn: ResolvedConnection, options: DialOptions): Promise
 
   try {
     const remaining = Math.max(1, timeoutMs - (Date.now() - started));
-    const { client, hostKey } = await handshake(conn, stream, remaining, privateKey, pinned);
+    // Bytes from the server tell a silent server from a slow handshake; a tunnel cannot count them.
+    const bytesRead = conn.proxy === undefined ? () => socket.bytesRead : undefined;
+    const { client, hostKey } = await handshake(conn, stream, {
+      budget,
+      remainingMs: remaining,
+      privateKey,
+      pinned,
+      bytesRead,
+    });
     const transport: Transport = {
       client,
       hostKey,
@@ -164,7 +231,11 @@ async function dialJumpHost(
   options: DialOptions,
 ): Promise<Transport> {
   try {
-    return await dialOnce(proxy, options);
+    return await dialOnce(
+      proxy,
+      options,
+      attemptBudget(proxy, options, Math.min(MIN_ATTEMPT_MS, proxy.perDialTimeoutMs)),
+    );
   } catch (error) {
     if (!(error instanceof IptablesError)) throw error;
     // The same code and details, with a message that names the target the jump host serves.
@@ -176,12 +247,39 @@ async function dialJumpHost(
   }
 }
 
-function attemptTimeout(conn: ResolvedConnection, options: DialOptions): number {
-  if (options.deadline === undefined) return conn.perDialTimeoutMs;
-  return Math.max(1, Math.min(conn.perDialTimeoutMs, options.deadline - Date.now()));
+function attemptBudget(
+  conn: ResolvedConnection,
+  options: DialOptions,
+  minAttemptMs: number,
+): AttemptBudget {
+  const deadline = options.deadline;
+  const leftMs = deadline === undefined ? Number.POSITIVE_INFINITY : deadline.at - Date.now();
+  if (leftMs >= conn.perDialTimeoutMs) return { timeoutMs: conn.perDialTimeoutMs };
+  return { timeoutMs: Math.max(minAttemptMs, leftMs), deadline };
 }
 
-function connectTcp(conn: ResolvedConnection, timeoutMs: number): Promise<Socket> {
+/**
+ * Describes an attempt's timeout for messages: the seconds, what set them when the deadline did,
+ * and the setting that allows the attempt more time.
+ */
+function describeBudget(budget: AttemptBudget): {
+  seconds: string;
+  limitedBy: string;
+  setting: string;
+} {
+  const seconds = formatSeconds(budget.timeoutMs);
+  if (budget.deadline === undefined) {
+    return { seconds, limitedBy: "", setting: "connection.perDialTimeout" };
+  }
+  return {
+    seconds,
+    limitedBy: ` (set by the deadline for ${budget.deadline.purpose})`,
+    setting: budget.deadline.setting,
+  };
+}
+
+function connectTcp(conn: ResolvedConnection, budget: AttemptBudget): Promise<Socket> {
+  const { seconds, limitedBy, setting } = describeBudget(budget);
   return new Promise((resolve, reject) => {
     const started = Date.now();
     const socket = netConnect({ host: conn.host, port: conn.port });
@@ -193,12 +291,12 @@ function connectTcp(conn: ResolvedConnection, timeoutMs: number): Promise<Socket
         dialError(
           conn,
           "tcp-timeout",
-          `no answer to the TCP connect within ${formatSeconds(timeoutMs)}`,
-          "check the address, the port and firewalls on the way, or raise connection.perDialTimeout",
+          `no answer to the TCP connect within ${seconds}${limitedBy}`,
+          `check the address, the port and firewalls on the way, or raise ${setting}`,
           { retry: "up-to-limit" },
         ),
       );
-    }, timeoutMs);
+    }, budget.timeoutMs);
     socket.once("connect", () => {
       clearTimeout(timer);
       socket.removeAllListeners("error");
@@ -215,8 +313,10 @@ function connectTcp(conn: ResolvedConnection, timeoutMs: number): Promise<Socket
 function openTunnel(
   jump: Transport,
   conn: ResolvedConnection,
+  budget: AttemptBudget,
   timeoutMs: number,
 ): Promise<ClientChannel> {
+  const { seconds, limitedBy, setting } = describeBudget(budget);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(
       () => {
@@ -224,8 +324,8 @@ function openTunnel(
           dialError(
             conn,
             "tcp-timeout",
-            `the jump host did not open a tunnel within ${formatSeconds(timeoutMs)}`,
-            "check that the jump host can reach the target, or raise connection.perDialTimeout",
+            `the jump host did not open a tunnel within ${seconds} of the attempt's start${limitedBy}`,
+            `check that the jump host can reach the target, or raise ${setting}`,
             { retry: "up-to-limit" },
           ),
         );
@@ -310,13 +410,22 @@ interface HandshakeResult {
   readonly hostKey: PublicKey;
 }
 
+interface HandshakeOptions {
+  readonly budget: AttemptBudget;
+  /** Milliseconds of the attempt's budget that the TCP connect or tunnel left. */
+  readonly remainingMs: number;
+  readonly privateKey: ParsedKey | undefined;
+  readonly pinned: PublicKey | undefined;
+  /** Bytes received from the server so far, when the socket is the target's own. */
+  readonly bytesRead: (() => number) | undefined;
+}
+
 function handshake(
   conn: ResolvedConnection,
   stream: Duplex,
-  timeoutMs: number,
-  privateKey: ParsedKey | undefined,
-  pinned: PublicKey | undefined,
+  options: HandshakeOptions,
 ): Promise<HandshakeResult> {
+  const { privateKey, pinned } = options;
   return new Promise((resolve, reject) => {
     const client = new Client();
     const addressKey = formatAddress(conn.host, conn.port);
@@ -346,7 +455,7 @@ function handshake(
         fail(hostKeyMismatch(conn, presented, trusted, pinned !== undefined));
         return;
       }
-      fail(handshakeError(conn, error, auth, timeoutMs));
+      fail(handshakeError(conn, error, auth, options));
     });
     client.on("close", () => {
       fail(
@@ -363,7 +472,7 @@ function handshake(
     client.connect({
       sock: stream as unknown as Socket,
       username: conn.user,
-      readyTimeout: timeoutMs,
+      readyTimeout: options.remainingMs,
       keepaliveInterval: 0,
       algorithms:
         pinned === undefined
@@ -461,7 +570,7 @@ function handshakeError(
   conn: ResolvedConnection,
   error: Error & { level?: string; code?: string },
   auth: AuthSequence,
-  timeoutMs: number,
+  options: HandshakeOptions,
 ): IptablesError {
   switch (error.level) {
     case "client-authentication": {
@@ -485,14 +594,7 @@ function handshakeError(
         { cause: error },
       );
     case "client-timeout":
-      return dialError(
-        conn,
-        "handshake-timeout",
-        `the handshake and authentication did not finish within ${formatSeconds(timeoutMs)}`,
-        "check that the port belongs to sshd and that the host is not overloaded, or raise " +
-          "connection.perDialTimeout",
-        { cause: error, retry: "up-to-limit" },
-      );
+      return handshakeTimeout(conn, error, options);
     case "client-socket":
       return dialError(
         conn,
@@ -512,6 +614,37 @@ function handshakeError(
   }
 }
 
+/**
+ * Builds the error of a handshake that timed out. A server that accepted the TCP connection
+ * but sent nothing, not even its version line, is a stopped or hung sshd, or another service.
+ */
+function handshakeTimeout(
+  conn: ResolvedConnection,
+  error: Error,
+  options: HandshakeOptions,
+): IptablesError {
+  const { seconds, limitedBy, setting } = describeBudget(options.budget);
+  if (options.bytesRead?.() === 0) {
+    return dialError(
+      conn,
+      "handshake-timeout",
+      `the server accepted the TCP connection but sent nothing, not even the SSH version ` +
+        `line, within ${seconds} of the attempt's start${limitedBy}`,
+      `check that sshd on ${formatAddress(conn.host, conn.port)} responds (a stopped or hung ` +
+        `sshd still accepts connections) and that the port belongs to sshd, or raise ${setting}`,
+      { cause: error, retry: "up-to-limit" },
+    );
+  }
+  return dialError(
+    conn,
+    "handshake-timeout",
+    `the handshake and authentication did not finish within ${seconds} of the attempt's ` +
+      `start${limitedBy}`,
+    `check that the port belongs to sshd and that the host is not overloaded, or raise ${setting}`,
+    { cause: error, retry: "up-to-limit" },
+  );
+}
+
 function hostKeyMismatch(
   conn: ResolvedConnection,
   presented: PublicKey,
@@ -528,10 +661,6 @@ function hostKeyMismatch(
       `connection.hostKey to "${formatPublicKey(presented)}"`,
     { details: { presented: formatPublicKey(presented), expected: formatPublicKey(expected) } },
   );
-}
-
-function formatSeconds(ms: number): string {
-  return `${Number((ms / 1000).toFixed(3))} s`;
 }
 
 function sleep(ms: number): Promise<void> {

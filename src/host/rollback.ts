@@ -50,7 +50,11 @@ export async function confirmOrRollBack(
   try {
     const transport = await dial(ctx.conn, {
       purpose: "confirm",
-      deadline: request.deadline - marginMs,
+      deadline: {
+        at: request.deadline - marginMs,
+        purpose: "confirming the change",
+        setting: "connection.confirmTimeoutSeconds",
+      },
       emit: ctx.emit,
     });
     try {

@@ -1,7 +1,8 @@
 /**
- * How long a dial tries before it gives up, by kind of failure, against real lab conditions:
- * the lab's guard `unreachable` route, an address of the lab's bridge where no host responds,
- * a host whose sshd was stopped, a port that drops packets, and rejected credentials.
+ * How long a dial tries before it gives up, by kind of failure, against real lab conditions.
+ * The conditions are the lab's guard `unreachable` route, an address of the lab's bridge where
+ * no host responds, a host whose sshd was stopped, a host whose sshd hangs, a port that drops
+ * packets, and rejected credentials.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -16,6 +17,8 @@ import {
   type HostConnection,
   type HostEvent,
 } from "../../src/host";
+import { resolveConnection } from "../../src/host/connection";
+import { dial } from "../../src/host/dial";
 import { createLab, type Lab, type LabHost } from "../../src/lab";
 
 const LAB_NAME = "host-dial";
@@ -27,13 +30,14 @@ const DROPPED_PORT = 2224;
 let lab: Lab;
 let alive: LabHost;
 let stopped: LabHost;
+let hung: LabHost;
 let keyDir: string;
 const events: HostEvent[] = [];
 const errors: unknown[] = [];
 
 beforeAll(async () => {
-  lab = await createLab({ name: LAB_NAME, hosts: [{ backend: "nft" }, { backend: "nft" }] });
-  [alive, stopped] = lab.hosts;
+  lab = await createLab({ name: LAB_NAME, hosts: 3 });
+  [alive, stopped, hung] = lab.hosts;
   setHostEventSink((event) => events.push(event));
   keyDir = mkdtempSync(join(tmpdir(), "host-dial-"));
 
@@ -54,6 +58,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  if (hung !== undefined && processExists(hung.sshdPid)) process.kill(hung.sshdPid, "SIGCONT");
   setHostEventSink(undefined);
   closeAllHosts();
   if (keyDir !== undefined) rmSync(keyDir, { recursive: true, force: true });
@@ -198,6 +203,83 @@ describe("refused connections", () => {
     expect(error.details?.retry).toBe("briefly");
     expect(retries).toBeGreaterThanOrEqual(1);
     expect(elapsedMs).toBeLessThan(8_000);
+  });
+});
+
+describe("hung sshd", () => {
+  // SIGSTOP on the third host's sshd (by the lab's PID): the kernel still completes TCP
+  // handshakes on its listening socket, but sshd never sends its version line.
+  beforeAll(() => process.kill(hung.sshdPid, "SIGSTOP"));
+  afterAll(() => process.kill(hung.sshdPid, "SIGCONT"));
+
+  it("says how many attempts timed out and what to do", async () => {
+    const { error, elapsedMs, retries } = await failedDial({
+      host: hung.ipv4,
+      privateKey: hung.privateKey,
+      perDialTimeout: 0.5,
+      dialErrorLimit: 3,
+    });
+
+    expect(hasErrorCode(error, "SSH_TIMEOUT")).toBe(true);
+    expect(retries).toBe(2);
+    expect(error.details?.attempts).toBe(3);
+    expect(error.details?.stop).toBe("limit");
+    expect(error.message).toContain(
+      `ssh to ${hung.ipv4}:22 as "root" failed during the SSH handshake: the server accepted ` +
+        "the TCP connection but sent nothing, not even the SSH version line, within 0.5 s of " +
+        "the attempt's start",
+    );
+    expect(error.message).toMatch(
+      /\. Gave up after 3 attempts over \d+(\.\d)? s, the limit set by/,
+    );
+    expect(error.message).toContain(
+      "connection.dialErrorLimit (3), each attempt lasting up to connection.perDialTimeout " +
+        "(0.5 s) with backoff between attempts",
+    );
+    expect(error.message).toContain(
+      `check that sshd on ${hung.ipv4}:22 responds (a stopped or hung sshd still accepts ` +
+        "connections)",
+    );
+    expect(error.message).toMatch(
+      /To fail sooner, lower connection\.dialErrorLimit or connection\.perDialTimeout$/,
+    );
+    expect(elapsedMs).toBeGreaterThanOrEqual(1_500);
+  });
+
+  it("gives a late attempt at least one second", async () => {
+    const conn = resolveConnection({
+      host: hung.ipv4,
+      privateKey: hung.privateKey,
+      perDialTimeout: 15,
+    });
+    const started = Date.now();
+    let error: unknown;
+    try {
+      await dial(conn, {
+        purpose: "confirm",
+        deadline: {
+          at: started + 5,
+          purpose: "confirming the change",
+          setting: "connection.confirmTimeoutSeconds",
+        },
+        emit: () => {},
+      });
+    } catch (caught) {
+      error = caught;
+    }
+    const elapsedMs = Date.now() - started;
+
+    expect(hasErrorCode(error, "SSH_TIMEOUT")).toBe(true);
+    const message = (error as Error).message;
+    expect(message).toContain(
+      "within 1 s of the attempt's start (set by the deadline for confirming the change)",
+    );
+    expect(message).toContain("or raise connection.confirmTimeoutSeconds");
+    expect(message).toMatch(
+      /Gave up after 1 attempt over 1(\.\d)? s, because too little time was left before the deadline for confirming the change to start another attempt$/,
+    );
+    expect(elapsedMs).toBeGreaterThanOrEqual(1_000);
+    expect(elapsedMs).toBeLessThan(3_000);
   });
 });
 

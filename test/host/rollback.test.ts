@@ -98,9 +98,18 @@ describe.each(["nft", "legacy"] as const)("dead-man switch on %s", (backend) => 
     const elapsed = Date.now() - started;
 
     expect(hasErrorCode(error, "APPLY_ROLLED_BACK"), String(error)).toBe(true);
-    expect((error as Error).message).toContain(
-      "was rolled back: a new SSH connection failed after the change",
+    const message = (error as Error).message;
+    expect(message).toContain("was rolled back: a new SSH connection failed after the change");
+    // The confirm dial's timeout comes from the deadline, so the message names the deadline's
+    // setting, not connection.perDialTimeout, and states why no attempt followed.
+    expect(message).toContain("(set by the deadline for confirming the change)");
+    expect(message).toContain("or raise connection.confirmTimeoutSeconds");
+    expect(message).not.toContain("raise connection.perDialTimeout");
+    expect(message).toContain(
+      "because too little time was left before the deadline for confirming the change to start " +
+        "another attempt",
     );
+    expect(message).not.toMatch(/within 0\.\d+ s/);
     expect((error as { details: Record<string, unknown> }).details.verified).toBe(true);
     expect(elapsed).toBeGreaterThanOrEqual(CONFIRM_SECONDS * 1000 - 1000);
     expect(elapsed).toBeLessThan(CONFIRM_SECONDS * 1000 + 5000);
