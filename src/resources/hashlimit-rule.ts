@@ -23,7 +23,9 @@ export type HashlimitMode = "srcip" | "srcport" | "dstip" | "dstport";
 export interface HashlimitRuleArgs extends RulePlacementArgs, MatchArgs, TargetArgs {
   /**
    * `--hashlimit-name`: the kernel table, also the file /proc/net/ipt_hashlimit/NAME (ip6t_ for
-   * IPv6). 1 to 15 letters, digits, "_", "-" or ".". Rules sharing a name share buckets.
+   * IPv6). 1 to 15 letters, digits, "_", "-" or ".". Rules sharing a name share buckets and the
+   * settings of the rule that created the table. An update that changes this rule's settings
+   * but not its name moves it through a temporary table, so the kernel uses the new settings.
    */
   readonly hashlimitName: pulumi.Input<string>;
   /** Matches while the rate stays at or below this: "50/sec", "3000/minute", "512kb/s". Set this or `above`. */
