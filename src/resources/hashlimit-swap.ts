@@ -20,7 +20,8 @@ import { quoteForMessage } from "../errors";
 import type { Host } from "../host";
 import { applyOptions } from "./host-access";
 import { splitArgs } from "../netfilter/tokenize";
-import type { Family, TableName } from "../netfilter/types";
+import { ruleMarker } from "../netfilter/managed";
+import type { Family, SaveTable, TableName } from "../netfilter/types";
 
 type Props = Record<string, unknown>;
 
@@ -115,4 +116,45 @@ export async function moveToTemporaryTable(host: Host, news: Props): Promise<voi
         "rule's new ones; give each rule its own hashlimitName, unless sharing buckets is intended",
     );
   }
+}
+
+/**
+ * Describes the other rules of `table` that use the hashlimit table `name`, which share buckets
+ * with the rule carrying `markerId`: by marker id and chain, never by their text, which may hold
+ * a secret comment.
+ */
+export function rulesSharingTable(
+  table: SaveTable | undefined,
+  name: string,
+  markerId: string,
+): string[] {
+  if (table === undefined) return [];
+  const needle = ` --hashlimit-name ${name} `;
+  const others: string[] = [];
+  for (const rule of table.rules) {
+    if (!`${rule.text} `.includes(needle)) continue;
+    const id = ruleMarker(rule)?.id;
+    if (id === markerId) continue;
+    others.push(
+      id === undefined
+        ? `a foreign rule in ${rule.chain}`
+        : `rule ${quoteForMessage(id)} in ${rule.chain}`,
+    );
+  }
+  return others;
+}
+
+/** Builds the warning for a hashlimit rule whose table other rules use too. */
+export function sharedTableWarning(
+  address: string,
+  family: Family,
+  name: string,
+  others: readonly string[],
+): string {
+  return (
+    `warning: ${address}: hashlimit table ${quoteForMessage(name)} (${family}) is also used by ` +
+    `${others.join(", ")}; the rules share per-source buckets, and the kernel keeps the ` +
+    "settings of the rule that created the table. Give each rule its own hashlimitName, unless " +
+    "sharing is intended"
+  );
 }

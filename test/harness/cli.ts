@@ -133,6 +133,10 @@ function report(command: Command, result: OperationResult, state: readonly Resou
       }
     }
   }
+  // The Pulumi CLI shows what a provider prints (warnings, retries) as diagnostics.
+  for (const log of result.logs) {
+    for (const line of log.text.split("\n")) if (line.trim() !== "") console.log(line);
+  }
   const calls = Object.entries(result.calls)
     .map(([method, count]) => `${method} ${count}`)
     .join(", ");

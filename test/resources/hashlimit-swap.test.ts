@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
+import { parseSave } from "../../src/netfilter/parse";
 import {
   hashlimitSettings,
+  rulesSharingTable,
   needsTableSwap,
   temporaryHashlimitName,
   withHashlimitName,
@@ -69,5 +71,29 @@ describe("withHashlimitName", () => {
     expect(() => withHashlimitName(line("50/sec", "webapp"), "web", "tmp")).toThrow(
       /no "--hashlimit-name web"/,
     );
+  });
+});
+
+describe("rulesSharingTable", () => {
+  const other = `-A INPUT -m hashlimit --hashlimit-upto 5/sec --hashlimit-mode srcip --hashlimit-name web -j ACCEPT`;
+  const prefixed = `-A INPUT -m hashlimit --hashlimit-upto 5/sec --hashlimit-mode srcip --hashlimit-name webapp -j ACCEPT`;
+  const dump = (...rules: string[]) =>
+    parseSave(`*filter\n:INPUT ACCEPT [0:0]\n:RATE-LIMIT - [0:0]\n${rules.join("\n")}\nCOMMIT\n`)
+      .tables[0];
+
+  it("lists other rules that use the name", () => {
+    const table = dump(line("50/sec"), other);
+    expect(rulesSharingTable(table, "web", "p/s/web")).toEqual(["a foreign rule in INPUT"]);
+  });
+
+  it("names a managed rule by its marker id, not its text", () => {
+    const managed = line("50/sec").replace("p/s/web:10", "p/s/api:10");
+    const table = dump(line("50/sec"), managed);
+    expect(rulesSharingTable(table, "web", "p/s/web")).toEqual(['rule "p/s/api" in RATE-LIMIT']);
+  });
+
+  it("leaves out the rule itself and names that only start the same", () => {
+    const table = dump(line("50/sec"), prefixed);
+    expect(rulesSharingTable(table, "web", "p/s/web")).toEqual([]);
   });
 });

@@ -13,7 +13,13 @@ import type { DesiredRule } from "../../netfilter/plan";
 import type { Backend, Family, SaveRule, SaveTable, TableName } from "../../netfilter/types";
 import { connectionAddress } from "../connection";
 import { warnWhenTableFilling } from "../hashlimit-pressure";
-import { hashlimitTablePath, moveToTemporaryTable, needsTableSwap } from "../hashlimit-swap";
+import {
+  hashlimitTablePath,
+  moveToTemporaryTable,
+  needsTableSwap,
+  rulesSharingTable,
+  sharedTableWarning,
+} from "../hashlimit-swap";
 import { applyOptions, openHost } from "../host-access";
 import { checkRule, type RuleKind } from "../rule-check";
 import { UNKNOWN, containsUnknown } from "../unknown";
@@ -181,6 +187,11 @@ async function applyRule(host: HostHandle, inputs: Props, create = false): Promi
         "same time, so run the update again",
       { details: { markerId: desired.marker.id } },
     );
+  }
+  if (typeof inputs.hashlimitName === "string") {
+    const name = inputs.hashlimitName;
+    const others = rulesSharingTable(result.after, name, desired.marker.id);
+    if (others.length > 0) console.log(sharedTableWarning(host.address, family, name, others));
   }
   return withoutUndefined({
     ...inputs,
