@@ -214,13 +214,15 @@ async function applyAlone(queued: QueuedChange): Promise<void> {
   }
 }
 
-/** Concatenates the changes of a batch; chain names and deleted ids appear once. */
+/** Concatenates the changes of a batch; chain names (but new ones) and deleted ids appear once. */
 function mergeChanges(changes: readonly TableChange[]): TableChange {
   const names = (pick: (change: TableChange) => readonly string[] | undefined): string[] => [
     ...new Set(changes.flatMap((change) => pick(change) ?? [])),
   ];
   return {
     createChains: names((change) => change.createChains),
+    // Not deduplicated: two callers creating one new chain is a conflict the planner reports.
+    newChains: changes.flatMap((change) => change.newChains ?? []),
     deleteChains: names((change) => change.deleteChains),
     upsertRules: changes.flatMap((change) => change.upsertRules ?? []),
     deleteRules: names((change) => change.deleteRules),

@@ -94,7 +94,9 @@ export function normalizeRequest(
   }
 
   const builtins = new Set(BUILTIN_CHAINS[table]);
-  const createChains = uniqueSorted(change.createChains ?? [], "createChains");
+  const newChains = change.newChains ?? [];
+  checkNewChains(live, newChains);
+  const createChains = uniqueSorted([...(change.createChains ?? []), ...newChains], "createChains");
   const deleteChains = uniqueSorted(change.deleteChains ?? [], "deleteChains");
   const purgeChains = uniqueSorted(change.purgeUnmanaged ?? [], "purgeUnmanaged");
   for (const name of createChains) {
@@ -181,6 +183,21 @@ function checkCreatedAreNew(
         "resource or stack owns it; nothing was changed. Give this resource another name or " +
         "markerId, or set adopt: true to take the rule over",
       { details: { markerId: desired.marker.id, live: rule.text } },
+    );
+  }
+}
+
+/** Raises PLAN_CONFLICT for a new chain that exists already or is named twice. */
+function checkNewChains(live: SaveTable | undefined, names: readonly string[]): void {
+  for (const [index, name] of names.entries()) {
+    validateChainName(name, "newChains");
+    const exists = live?.chains.some((chain) => chain.name === name) ?? false;
+    if (!exists && names.indexOf(name) === index) continue;
+    throw new IptablesError(
+      "PLAN_CONFLICT",
+      `chain ${quoteForMessage(name)} ${exists ? "already exists" : "is created twice in one change"}` +
+        `${live === undefined ? "" : ` in the ${live.name} table`}, so another owner has it`,
+      { details: { chain: name, exists } },
     );
   }
 }

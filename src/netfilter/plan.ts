@@ -67,6 +67,11 @@ export interface TableChange {
   /** User chains to create when absent (`-N NAME`). */
   readonly createChains?: readonly string[];
   /**
+   * User chains to create that must not exist yet: one already in the table, or named twice,
+   * fails the plan with PLAN_CONFLICT, because another owner has it.
+   */
+  readonly newChains?: readonly string[];
+  /**
    * Owned chains to delete when present: their managed rules are flushed and the chain removed
    * (`-F NAME`, `-X NAME`). Foreign rules in them are a conflict unless the chain is also in
    * `purgeUnmanaged`.

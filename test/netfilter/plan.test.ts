@@ -534,6 +534,30 @@ describe("planTableChange rules to create", () => {
   });
 });
 
+describe("planTableChange new chains", () => {
+  it("creates a chain that is absent", () => {
+    expect(plan([input()], { newChains: ["FRESH"] }).steps.map((step) => step.line)).toEqual([
+      "-N FRESH",
+    ]);
+  });
+
+  it("rejects a chain that exists", () => {
+    const details = expectCode(
+      () => plan([input(), { name: "TAKEN", rules: [] }], { newChains: ["TAKEN"] }),
+      "PLAN_CONFLICT",
+    );
+    expect(details).toMatchObject({ chain: "TAKEN", exists: true });
+  });
+
+  it("rejects a chain named twice, as in a merged batch", () => {
+    const details = expectCode(
+      () => plan([input()], { newChains: ["TWIN", "TWIN"] }),
+      "PLAN_CONFLICT",
+    );
+    expect(details).toMatchObject({ chain: "TWIN", exists: false });
+  });
+});
+
 describe("planTableChange jump loops", () => {
   const jumpToB = desiredRule("A", m("a-to-b", 1), "", "B");
   const jumpToA = desiredRule("B", m("b-to-a", 1), "", "A");

@@ -148,6 +148,24 @@ for (const index of [0, 1]) {
       await exec(host, ["iptables", "-X", "TAKEN"]);
     });
 
+    it("lets only one of two resources create one chain", async () => {
+      const program: Program = (pkg: Package) => {
+        new pkg.Chain("twin-a", { connection: connectionOf(host), name: "TWIN" });
+        new pkg.Chain("twin-b", { connection: connectionOf(host), name: "TWIN" });
+      };
+
+      const error = await deployment.up(program).catch((e: unknown) => e);
+      const created = deployment.state.filter((r) => r.name.startsWith("twin-")).length;
+      await deployment.destroy();
+
+      expect(error).toBeInstanceOf(DeploymentError);
+      expect((error as DeploymentError).message).toContain(
+        "chain TWIN in table filter already exists",
+      );
+      expect(created).toBe(1);
+      expect(await save(host)).not.toContain("TWIN");
+    });
+
     it("refuses to create a rule whose marker another rule carries", async () => {
       const marker = `pulumi-iptables:other/stack/web:0`;
       await exec(host, [

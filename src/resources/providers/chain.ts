@@ -5,7 +5,7 @@
  * thin shim that requires it), so nothing here is captured into state.
  */
 import { z } from "zod";
-import { IptablesError, quoteForMessage } from "../../errors";
+import { hasErrorCode, IptablesError, quoteForMessage } from "../../errors";
 import { ruleMarker, ruleTarget } from "../../netfilter/managed";
 import { BUILTIN_CHAINS, type Family, type SaveTable, type TableName } from "../../netfilter/types";
 import { checkConnection, connectionAddress } from "../connection";
@@ -112,20 +112,20 @@ export const chainProvider = {
     const name = inputs.name as string;
     if (inputs.requireBootRestore === true) resolveInit("auto", await host.facts(), host.address);
 
-    const created = await host.applyTableChange(
-      family,
-      table,
-      { createChains: [name] },
-      applyOptions(inputs.connection),
-    );
-    const existed = created.before?.chains.some((chain) => chain.name === name) ?? false;
-    if (existed && inputs.adopt !== true) {
+    // Without adopt the chain must be new, checked in the same transaction that creates it, so
+    // two resources creating one chain at once cannot both succeed.
+    const change = inputs.adopt === true ? { createChains: [name] } : { newChains: [name] };
+    let created: Awaited<ReturnType<typeof host.applyTableChange>>;
+    try {
+      created = await host.applyTableChange(family, table, change, applyOptions(inputs.connection));
+    } catch (error) {
+      if (!hasErrorCode(error, "PLAN_CONFLICT") || error.details.chain !== name) throw error;
       throw new IptablesError(
         "APPLY_CONFLICT",
         `${describe(inputs)} already exists on ${connectionAddress(inputs.connection)}, so another ` +
-          "tool or stack may own it; nothing was changed. Pick another name, or set adopt: true to " +
-          "manage the existing chain",
-        { details: { chain: name } },
+          "tool, stack or resource may own it; nothing was changed. Pick another name, or set " +
+          "adopt: true to manage the existing chain",
+        { cause: error, details: { chain: name } },
       );
     }
     const after = inputs.purgeUnmanaged === true ? await purge(host, inputs) : created.after;
