@@ -11,12 +11,15 @@ export interface CheckFailure {
   readonly reason: string;
 }
 
-/** Fields whose values are never quoted in a message. */
-const SECRET_FIELDS = /(^|\.)(password|privateKey|privateKeyPassword)$/;
+/**
+ * Fields whose values are never quoted in a message: credentials, and comments, which users
+ * may mark secret (check() receives plain values, so it cannot tell).
+ */
+const SECRET_FIELDS = /(^|\.)(password|privateKey|privateKeyPassword|comment)$/;
 
 /** Renders a value for a message: strings quoted and escaped, secrets hidden. */
 export function showValue(property: string, value: unknown): string {
-  if (SECRET_FIELDS.test(property)) return "(secret)";
+  if (SECRET_FIELDS.test(property)) return "(value not shown)";
   if (typeof value === "string") return quoteForMessage(value, 80);
   if (value === undefined) return "(missing)";
   const json = JSON.stringify(value);

@@ -143,6 +143,7 @@ describe("rule check failures", () => {
     ["missing target", "Rule", {}, "jump", /set jump/],
     ["connection without a host", "Rule", { jump: "ACCEPT", connection: { privateKey: "k" } }, "connection.host", /connection.host/],
     ["connection port out of range", "Rule", { jump: "ACCEPT", connection: { ...connection, port: 70000 } }, "connection.port", /use an integer from 1 to 65535/],
+    ["a comment too long, without quoting it", "Rule", { jump: "ACCEPT", comment: `TOPSECRET-${"x".repeat(300)}` }, "comment", /^comment \(value not shown\) is invalid: a comment has at most 255 characters, this one has 310$/],
     ["confirm timeout of zero", "Rule", { jump: "ACCEPT", connection: { ...connection, confirmTimeoutSeconds: 0 } }, "connection.confirmTimeoutSeconds", /0 is invalid: use whole seconds from 1 to 3600/],
   ]; // prettier-ignore
 
