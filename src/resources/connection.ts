@@ -78,6 +78,11 @@ export function checkConnection(value: unknown, property = "connection"): Connec
       },
     ];
   }
+  const empty = Object.entries(value).find(([, field]) => field === null);
+  if (empty !== undefined) {
+    const field = `${property}.${empty[0]}`;
+    return [{ property: field, reason: `${field} is null: give a value or leave the field out` }];
+  }
   const sudo = (value as { sudo?: unknown }).sudo;
   if (sudo !== undefined && typeof sudo !== "boolean") {
     return [{ property: `${property}.sudo`, reason: `${property}.sudo must be true or false` }];

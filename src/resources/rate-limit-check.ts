@@ -128,7 +128,8 @@ export function checkRateLimitArgs(
 
   // The children's checks report each field again; the listing below keeps its first failure.
   if (!failures.some((failure) => failure.property === "family")) {
-    for (const family of families) failures.push(...familyFailures(inputsOf(family), family));
+    for (const family of families)
+      failures.push(...familyFailures(inputsOf(family), family, args.srcMask));
   }
   if (failures.length === 0) return;
 
@@ -192,7 +193,7 @@ function unknownKeyFailures(args: RateLimitArgs): CheckFailure[] {
       failures.push({
         property,
         reason:
-          `${property} is not an argument of RateLimit: remove it or check its spelling ` +
+          `${property} is not an input of RateLimit: remove it or check its spelling ` +
           `(accepted: ${known.join(", ")})`,
       });
     }
@@ -201,10 +202,14 @@ function unknownKeyFailures(args: RateLimitArgs): CheckFailure[] {
 }
 
 /** Runs the checks of one family's chain and rules, naming the RateLimit's fields. */
-function familyFailures(inputs: FamilyInputs, family: Family): CheckFailure[] {
+function familyFailures(
+  inputs: FamilyInputs,
+  family: Family,
+  srcMask: RateLimitArgs["srcMask"],
+): CheckFailure[] {
   const failures: CheckFailure[] = [];
   const chain = checkChain({ ...known(inputs.chain), connection: UNKNOWN });
-  failures.push(...renamed(chain.failures, "chain", family));
+  failures.push(...renamed(chain.failures, "chain", family, srcMask));
 
   // Marker ids derived from resource names are always valid, so any valid one serves here.
   const ruleContext = { connection: UNKNOWN, family, table: "filter", markerId: "rate-limit" };
@@ -222,10 +227,11 @@ function familyFailures(inputs: FamilyInputs, family: Family): CheckFailure[] {
       }),
     ],
   ] as const;
-  for (const [part, result] of rules) failures.push(...renamed(result.failures, part, family));
+  for (const [part, result] of rules)
+    failures.push(...renamed(result.failures, part, family, srcMask));
   if (inputs.log !== undefined) {
     const log = checkRule("Rule", { ...known(inputs.log), ...ruleContext, ...inChain });
-    failures.push(...renamed(log.failures, "log", family));
+    failures.push(...renamed(log.failures, "log", family, srcMask));
   }
   return failures;
 }
@@ -235,12 +241,14 @@ function renamed(
   failures: readonly CheckFailure[],
   part: keyof FamilyInputs,
   family: Family,
+  srcMask: RateLimitArgs["srcMask"],
 ): CheckFailure[] {
   return failures.map((failure) => {
     // A property such as "destinationPorts.1" names an element of an input.
     const [input = "", ...element] = failure.property.split(".");
     let parent = ARGUMENT_OF[part][input];
     if (parent === "rejectWith") parent = `rejectWith.${family}`;
+    if (parent === "srcMask" && isPlainObject(srcMask)) parent = `srcMask.${family}`;
     const argument = parent === undefined ? failure.property : [parent, ...element].join(".");
     return withProperty(failure, argument);
   });
@@ -295,6 +303,9 @@ export function sshThrottleWarning(name: string, args: RateLimitArgs): string | 
   const port = typeof connection?.port === "number" ? connection.port : 22;
   const ports = args.hook?.ports;
   if (pulumi.Output.isInstance(ports) || ports instanceof Promise) return undefined;
+  // SSH runs over TCP, so a hook for another protocol leaves it alone.
+  const protocol = args.hook?.protocol;
+  if (typeof protocol === "string" && protocol.toLowerCase() !== "tcp") return undefined;
   const coversSsh =
     ports === undefined ||
     (ports as unknown[]).some((entry) => {

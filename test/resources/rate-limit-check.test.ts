@@ -87,6 +87,7 @@ describe("checkRateLimitArgs", () => {
       { family: "both", srcMask: 24 },
       /^ {2}srcMask 24 is invalid: with family "both", give a prefix length per family/m,
     ],
+    ["per-family srcMask", { srcMask: { ipv4: 64 } }, /^ {2}srcMask\.ipv4 64 is invalid: /m],
     [
       "srcMask of the other family",
       { srcMask: { ipv6: 48 } },
@@ -109,8 +110,8 @@ describe("checkRateLimitArgs", () => {
 
   it("rejects a misspelt argument, naming the accepted ones", () => {
     const message = check({ rat: "50/sec", hook: { port: [22] } } as Partial<RateLimitArgs>);
-    expect(message).toContain("rat is not an argument of RateLimit");
-    expect(message).toContain("hook.port is not an argument of RateLimit");
+    expect(message).toContain("rat is not an input of RateLimit");
+    expect(message).toContain("hook.port is not an input of RateLimit");
     expect(message).toContain("accepted: chain, protocol, ports, inInterface, order");
   });
 
@@ -160,6 +161,10 @@ describe("sshThrottleWarning", () => {
     const args = { rate: "10/minute", hook: { ports: ["20:30"] } };
     expect(warn({ ...args, connection: { ...connection, port: 2222 } })).toBeUndefined();
     expect(warn(args)).toContain("port 22");
+  });
+
+  it("stays quiet for a hook of another protocol", () => {
+    expect(warn({ rate: "1/minute", burst: 1, hook: { protocol: "udp" } })).toBeUndefined();
   });
 
   it("stays quiet when the hook leaves SSH out", () => {

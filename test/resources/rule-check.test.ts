@@ -144,6 +144,7 @@ describe("rule check failures", () => {
     ["connection without a host", "Rule", { jump: "ACCEPT", connection: { privateKey: "k" } }, "connection.host", /connection.host/],
     ["connection port out of range", "Rule", { jump: "ACCEPT", connection: { ...connection, port: 70000 } }, "connection.port", /use an integer from 1 to 65535/],
     ["a comment too long, without quoting it", "Rule", { jump: "ACCEPT", comment: `TOPSECRET-${"x".repeat(300)}` }, "comment", /^comment \(value not shown\) is invalid: a comment has at most 255 characters, this one has 310$/],
+    ["a null private key", "Rule", { jump: "ACCEPT", connection: { host: "198.18.0.2", password: "p", privateKey: null } }, "connection.privateKey", /connection.privateKey is null: give a value or leave the field out/],
     ["confirm timeout of zero", "Rule", { jump: "ACCEPT", connection: { ...connection, confirmTimeoutSeconds: 0 } }, "connection.confirmTimeoutSeconds", /0 is invalid: use whole seconds from 1 to 3600/],
   ]; // prettier-ignore
 
