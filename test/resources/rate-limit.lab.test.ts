@@ -416,6 +416,36 @@ describe("persist on a host without an init system", () => {
   });
 });
 
+describe("persist with an init system the host does not run", () => {
+  it("removes the boot files of the failed create", async () => {
+    const host = lab.hosts[0];
+    const fresh = await Deployment.start({ project: PROJECT, stack: "wrong-init" });
+    try {
+      const error = await fresh
+        .up((pkg: Package) => {
+          new pkg.RateLimit("web", {
+            connection: { host: host.ipv4, privateKey: host.privateKey },
+            chain: "WRONG-INIT",
+            persist: { init: "systemd" },
+          });
+        })
+        .catch((e: unknown) => e);
+      const left = await lab.exec(host, [
+        "sh",
+        "-c",
+        "ls -d /etc/pulumi-iptables/* /etc/systemd/system/pulumi-iptables-* 2>/dev/null",
+      ]);
+      await fresh.destroy();
+
+      expect(error).toBeInstanceOf(DeploymentError);
+      expect((error as DeploymentError).message).toContain("web-persist");
+      expect(left.stdout).toBe("");
+    } finally {
+      await fresh.close();
+    }
+  });
+});
+
 describe("destroy", () => {
   it("restores every host exactly", async () => {
     const result = await deployment.destroy();

@@ -118,7 +118,16 @@ export const persistenceUnitProvider = {
 
   async create(inputs: Props): Promise<{ id: string; outs: Props }> {
     const host = await openHost(inputs.connection);
-    const outs = await install(host, inputs, undefined);
+    let outs: Props;
+    try {
+      outs = await install(host, inputs, undefined);
+    } catch (error) {
+      // A failed create is not recorded in state, so no delete would ever remove its files.
+      const facts = await host.facts().catch(() => undefined);
+      const init = inputs.init === "upstart" || facts?.init === "upstart" ? "upstart" : "systemd";
+      await removeJob(host, init, inputs.jobName as string).catch(() => undefined);
+      throw error;
+    }
     return { id: `${connectionAddress(inputs.connection)}/${String(inputs.jobName)}`, outs };
   },
 
