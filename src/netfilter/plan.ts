@@ -186,8 +186,9 @@ function checkRuleChainsExist(request: PlanRequest, snapshot: Snapshot): void {
     throw new IptablesError(
       "PLAN_CONFLICT",
       `cannot place rule ${quoteForMessage(desired.rule.marker.id)} in chain "${chain}" of the ` +
-        `${request.table} table: the chain does not exist; create it in the same change ` +
-        `(createChains) or put the rule in an existing chain`,
+        `${request.table} table: the chain does not exist on the host. Create it first (with a ` +
+        `Chain resource, or by starting the tool that owns it, such as Docker for DOCKER-USER), ` +
+        `or put the rule in an existing chain`,
       { details: { chain, markerId: desired.rule.marker.id, table: request.table } },
     );
   }
