@@ -224,6 +224,7 @@ function mergeChanges(changes: readonly TableChange[]): TableChange {
     // Not deduplicated: two callers creating one new chain is a conflict the planner reports.
     newChains: changes.flatMap((change) => change.newChains ?? []),
     deleteChains: names((change) => change.deleteChains),
+    requireChains: names((change) => change.requireChains),
     upsertRules: changes.flatMap((change) => change.upsertRules ?? []),
     deleteRules: names((change) => change.deleteRules),
     purgeUnmanaged: names((change) => change.purgeUnmanaged),

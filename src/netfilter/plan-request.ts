@@ -98,6 +98,20 @@ export function normalizeRequest(
   checkNewChains(live, newChains);
   const createChains = uniqueSorted([...(change.createChains ?? []), ...newChains], "createChains");
   const deleteChains = uniqueSorted(change.deleteChains ?? [], "deleteChains");
+  for (const name of uniqueSorted(change.requireChains ?? [], "requireChains")) {
+    const present =
+      BUILTIN_CHAINS[table].includes(name) ||
+      createChains.includes(name) ||
+      (live?.chains.some((chain) => chain.name === name) ?? false);
+    if (present) continue;
+    throw new IptablesError(
+      "PLAN_CONFLICT",
+      `chain ${quoteForMessage(name)} does not exist in the ${table} table on the host, and the ` +
+        "change needs it. Create it first (with a Chain resource, or by starting the tool that " +
+        "owns it, such as Docker for DOCKER-USER), or use an existing chain",
+      { details: { chain: name, missing: true } },
+    );
+  }
   const purgeChains = uniqueSorted(change.purgeUnmanaged ?? [], "purgeUnmanaged");
   for (const name of createChains) {
     if (builtins.has(name))

@@ -72,6 +72,11 @@ export interface TableChange {
    */
   readonly newChains?: readonly string[];
   /**
+   * Chains that must exist (built-in, in the table, or created by this change), such as a chain
+   * another tool owns; a missing one fails the plan with PLAN_CONFLICT before any step.
+   */
+  readonly requireChains?: readonly string[];
+  /**
    * Owned chains to delete when present: their managed rules are flushed and the chain removed
    * (`-F NAME`, `-X NAME`). Foreign rules in them are a conflict unless the chain is also in
    * `purgeUnmanaged`.

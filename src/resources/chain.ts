@@ -42,6 +42,13 @@ export interface ChainArgs {
    * @default false
    */
   readonly requireBootRestore?: pulumi.Input<boolean>;
+  /**
+   * Chains of the same table that must exist when this chain is created, such as DOCKER-USER,
+   * which Docker creates. A missing one fails the create before the chain exists. RateLimit
+   * passes its hook's chain.
+   * @default none
+   */
+  readonly requireChains?: pulumi.Input<pulumi.Input<string>[]>;
 }
 
 const CHAIN_BRAND = Symbol.for("pulumi-iptables.Chain");

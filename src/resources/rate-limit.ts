@@ -220,7 +220,13 @@ export class RateLimit extends pulumi.ComponentResource {
     const detectsInit = persist !== false && (init === undefined || init === "auto");
     const chain = new Chain(
       `${prefix}-chain`,
-      { connection, ...inputs.chain, requireBootRestore: detectsInit ? true : undefined },
+      {
+        connection,
+        ...inputs.chain,
+        requireBootRestore: detectsInit ? true : undefined,
+        // The hook's chain (DOCKER-USER, say) must exist before anything is applied.
+        requireChains: [inputs.hook.chain as pulumi.Input<string>],
+      },
       opts,
     );
     const accept = new HashlimitRule(

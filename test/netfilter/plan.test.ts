@@ -558,6 +558,25 @@ describe("planTableChange new chains", () => {
   });
 });
 
+describe("planTableChange required chains", () => {
+  it("passes a built-in, live or created chain", () => {
+    const change = {
+      newChains: ["FRESH"],
+      requireChains: ["INPUT", "DOCKER-USER", "FRESH"],
+    };
+    const steps = plan([input(), { name: "DOCKER-USER", rules: [] }], change).steps;
+    expect(steps.map((step) => step.line)).toEqual(["-N FRESH"]);
+  });
+
+  it("rejects a missing chain before any step", () => {
+    const details = expectCode(
+      () => plan([input()], { newChains: ["FRESH"], requireChains: ["DOCKER-USER"] }),
+      "PLAN_CONFLICT",
+    );
+    expect(details).toMatchObject({ chain: "DOCKER-USER", missing: true });
+  });
+});
+
 describe("planTableChange jump loops", () => {
   const jumpToB = desiredRule("A", m("a-to-b", 1), "", "B");
   const jumpToA = desiredRule("B", m("b-to-a", 1), "", "A");

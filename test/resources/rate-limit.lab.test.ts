@@ -416,6 +416,35 @@ describe("persist on a host without an init system", () => {
   });
 });
 
+describe("a hook chain the host does not have", () => {
+  it("fails before anything is applied", async () => {
+    const host = lab.hosts[1];
+    const before = await dumpAll();
+    const fresh = await Deployment.start({ project: PROJECT, stack: "no-hook-chain" });
+    try {
+      const error = await fresh
+        .up((pkg: Package) => {
+          new pkg.RateLimit("web", {
+            connection: { host: host.ipv4, privateKey: host.privateKey },
+            chain: "NO-HOOK",
+            hook: { chain: "DOCKER-USER-MISSING" },
+            persist: false,
+          });
+        })
+        .catch((e: unknown) => e);
+
+      expect(error).toBeInstanceOf(DeploymentError);
+      expect((error as DeploymentError).message).toContain(
+        'chain "DOCKER-USER-MISSING" does not exist in the filter table on the host',
+      );
+      expect(fresh.state.filter((resource) => resource.custom)).toEqual([]);
+    } finally {
+      await fresh.close();
+    }
+    expect(await dumpAll()).toEqual(before);
+  });
+});
+
 describe("persist with an init system the host does not run", () => {
   it("removes the boot files of the failed create", async () => {
     const host = lab.hosts[0];

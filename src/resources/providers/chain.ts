@@ -26,6 +26,7 @@ const chainSchema = z
     purgeUnmanaged: orUnknown(z.boolean({ error: "use true or false" })),
     adopt: orUnknown(z.boolean({ error: "use true or false" })),
     requireBootRestore: orUnknown(z.boolean({ error: "use true or false" })).optional(),
+    requireChains: orUnknown(z.array(chainNameSchema)).optional(),
   })
   .strict();
 
@@ -114,7 +115,11 @@ export const chainProvider = {
 
     // Without adopt the chain must be new, checked in the same transaction that creates it, so
     // two resources creating one chain at once cannot both succeed.
-    const change = inputs.adopt === true ? { createChains: [name] } : { newChains: [name] };
+    const requireChains = (inputs.requireChains as string[] | undefined) ?? [];
+    const change =
+      inputs.adopt === true
+        ? { createChains: [name], requireChains }
+        : { newChains: [name], requireChains };
     let created: Awaited<ReturnType<typeof host.applyTableChange>>;
     try {
       created = await host.applyTableChange(family, table, change, applyOptions(inputs.connection));
