@@ -97,6 +97,8 @@ interface TableTarget {
   /** `family/table`, the key of the kept snapshot. */
   readonly key: string;
   readonly where: string;
+  /** Whether the restore must declare built-in chains to keep their counters (legacy). */
+  readonly keepChainCounters: boolean;
 }
 
 /** A caller's change waiting for its table. */
@@ -146,6 +148,7 @@ export async function applyTableChange(
     table,
     key: `${family}/${table}`,
     where,
+    keepChainCounters: facts.backend === "legacy",
   };
   const lockKey = `${formatAddress(ctx.conn.host, ctx.conn.port)}/${target.key}`;
 
@@ -274,6 +277,7 @@ async function applyChange(
       table,
       expectedHash: snapshot.hash,
       script: plan.script,
+      keepChainCounters: target.keepChainCounters,
       rollbackSeconds: armed ? confirmTimeoutSeconds : 0,
       token,
       lockWaitSeconds: confirmTimeoutSeconds * 2 + 60,

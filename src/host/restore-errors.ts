@@ -81,7 +81,8 @@ export function applyRejected(
   const step =
     (line === undefined ? undefined : stepAtLine(plan, line)) ?? stepNamedIn(plan, stderr);
   const transaction = `the ${family} ${plan.table} transaction`;
-  const atCommit = step === undefined && line !== undefined && line === plan.steps.length + 2;
+  // Lines after the steps are COMMIT, or the built-in chains declared just before it.
+  const atCommit = step === undefined && line !== undefined && line >= plan.steps.length + 2;
 
   let what: string;
   if (step !== undefined) {

@@ -74,7 +74,7 @@ exec "$1" -c -t "$2"
  */
 export const APPLY_SCRIPT = `${PRELUDE}${DISARM_FUNCTION}
 save=$1 restore=$2 table=$3 lock=$4 nonce=$5 expected=$6 wait=$7
-rollback=$8 token=$9 dir=\${10} before=\${11} watchdog=\${12} mode=\${13}
+rollback=$8 token=$9 dir=\${10} before=\${11} watchdog=\${12} mode=\${13} keep=\${14}
 umask 077
 exec 9>>"$lock" || exit 71
 flock -w "$wait" 9 || exit 72
@@ -97,7 +97,14 @@ if [ "$rollback" != 0 ]; then
   setsid sh -c "$watchdog" watchdog "$dir" "$token" "$rollback" "$restore" "$before" </dev/null >/dev/null 2>&1 &
   printf '%s status armed\\n' "$nonce"
 fi
-"$restore" -w --noflush
+if [ "$keep" = 1 ]; then
+  # Built-in chains declared after the steps (before COMMIT) keep their rules, and take the
+  # policy and counters saved above under the lock instead of zeroed counters.
+  { sed '$d'; grep -E '^:[A-Z]+ (ACCEPT|DROP) \\[[0-9]+:[0-9]+\\]$' "$before"; echo COMMIT; } |
+    "$restore" -w -c --noflush
+else
+  "$restore" -w --noflush
+fi
 code=$?
 if [ "$code" != 0 ]; then
   if [ "$rollback" != 0 ] && mv "$dir/$token.armed" "$dir/$token.cancelled" 2>/dev/null; then

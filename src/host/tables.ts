@@ -47,6 +47,12 @@ export interface ApplyRequest {
   readonly expectedHash: string;
   /** The restore script; "" only checks that the table still has `expectedHash`. */
   readonly script: string;
+  /**
+   * Declares the table's built-in chains, with the policy and counters saved under the lock,
+   * after the script's steps. iptables-legacy-restore --noflush zeroes the counters of every
+   * built-in chain a script does not declare; nft keeps them.
+   */
+  readonly keepChainCounters?: boolean;
   /** Seconds until the host restores the table unless disarmed; 0 arms nothing. */
   readonly rollbackSeconds: number;
   /** Names the rollback's state files on the host. */
@@ -92,6 +98,7 @@ export async function runApply(ctx: HostContext, request: ApplyRequest): Promise
       beforeFilePath(family, table),
       WATCHDOG_SCRIPT,
       request.script === "" ? "verify" : "apply",
+      request.keepChainCounters === true ? "1" : "0",
     ],
     {
       input: request.script,

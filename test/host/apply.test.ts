@@ -66,6 +66,23 @@ describe.each(["nft", "legacy"] as const)("applyTableChange on %s", (backend) =>
     );
   });
 
+  // iptables-nft prints no policy counters ([0:0] always); iptables-legacy-restore used to zero them.
+  it.runIf(backend === "legacy")("keeps the counters of built-in chains", async () => {
+    // FORWARD sees no traffic in a lab host, so its counters change only through restores.
+    const counted = await lab.exec(labHost, ["iptables-restore", "-c", "--noflush"], {
+      input: "*filter\n:FORWARD ACCEPT [1000:50000]\nCOMMIT\n",
+    });
+    expect(counted.code).toBe(0);
+
+    await host.applyTableChange("ipv4", "filter", {
+      upsertRules: [rule("INPUT", "apply/counters", 50, "-s 198.18.200.9/32")],
+    });
+    const saved = await lab.exec(labHost, ["iptables-save", "-c", "-t", "filter"]);
+    await host.applyTableChange("ipv4", "filter", { deleteRules: ["apply/counters"] });
+
+    expect(saved.stdout).toContain(":FORWARD ACCEPT [1000:50000]");
+  });
+
   it("creates a chain and a rule and reads them back", async () => {
     const first = rule("APPLY", "apply/first", 10, "-s 198.18.200.1/32");
     const result = await host.applyTableChange("ipv4", "filter", {
