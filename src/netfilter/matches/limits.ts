@@ -347,13 +347,22 @@ export class HashlimitMatch implements MatchInstance {
   }
 }
 
-/** The units iptables-save prints after a rate's "/", with their length in seconds. */
-const SAVED_UNITS: ReadonlyArray<readonly [string, number]> = [
-  ["sec", 1],
-  ["min", 60],
-  ["hour", 3600],
-  ["day", 86_400],
-];
+/**
+ * Returns the length in seconds of a unit iptables-save prints after a rate's "/" ("sec",
+ * "min", "hour" or "day"), or -1 for any other text. It has no loop or destructuring, which
+ * keeps it cheap for V8 to compile while the first dump of a process is read.
+ */
+function savedUnitSeconds(text: string, start: number, end: number): number {
+  const length = end - start;
+  if (length === 3) {
+    if (text.startsWith("sec", start)) return 1;
+    if (text.startsWith("min", start)) return 60;
+    if (text.startsWith("day", start)) return 86_400;
+  } else if (length === 4 && text.startsWith("hour", start)) {
+    return 3600;
+  }
+  return -1;
+}
 
 /**
  * Returns the period of a packet rate that iptables-save prints exactly as written (and in
@@ -370,10 +379,7 @@ function savedRatePeriod(
   if (slash < 0 || slash >= end) return -1;
   const count = savedDecimal(text, start, slash, 0x7fff_ffff);
   if (count <= 0) return -1;
-  let seconds = -1;
-  for (const [name, unit] of SAVED_UNITS) {
-    if (end - slash - 1 === name.length && text.startsWith(name, slash + 1)) seconds = unit;
-  }
+  const seconds = savedUnitSeconds(text, slash + 1, end);
   if (seconds < 0 || (unitSeconds !== undefined && seconds !== unitSeconds)) return -1;
   // printRate prints this text back when it picks the same unit and the count survives the
   // division both ways.
