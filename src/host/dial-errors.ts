@@ -34,7 +34,7 @@ const CODES: Record<DialStage, ErrorCode> = {
 };
 
 /**
- * How a failed dial is retried.
+ * Retry policy of a failed dial.
  * - "never": another attempt fails the same way (credentials, host keys, a route that rejects
  *   the address, a name that does not exist).
  * - "briefly": the failure passes within seconds when sshd restarts or the host is rebooting,
@@ -47,7 +47,7 @@ export type DialRetry = "never" | "briefly" | "up-to-limit";
 
 /**
  * An EHOSTUNREACH that takes at least this long comes from a neighbour lookup (ARP or NDP)
- * that got no reply, which a rebooting host also causes; a quicker one comes from a route.
+ * that got no reply, which a rebooting host also causes. A quicker one comes from a route.
  * Linux gives up a neighbour lookup after 3 s by default (`mcast_solicit` 3 times
  * `retrans_time_ms` 1000, see ip-sysctl in the kernel documentation).
  */

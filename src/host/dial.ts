@@ -93,9 +93,9 @@ const MIN_ATTEMPT_MS = 1_000;
 
 /**
  * Opens a connection, making up to `dialErrorLimit` attempts with exponential backoff between
- * them. How a failure is retried depends on its kind (see `DialRetry`): credentials, host keys
- * and routes that reject the address fail at once; a refused port or a host that does not
- * respond is retried for BRIEF_RETRY_WINDOW_MS; timeouts and resets are retried up to the limit.
+ * them. How a failure is retried depends on its kind (see `DialRetry`). Credentials, host keys
+ * and routes that reject the address fail at once. A refused port or a host that does not
+ * respond is retried for BRIEF_RETRY_WINDOW_MS. Timeouts and resets are retried up to the limit.
  * Each attempt lasts at most `perDialTimeout`, so at the defaults (10 attempts of 15 s) a host
  * that never responds fails after about 3 minutes. With `deadline`, see `DialDeadline`. Raises
  * the last attempt's error (SSH_* codes), which says how many attempts were made when there

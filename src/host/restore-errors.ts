@@ -84,13 +84,13 @@ export function applyRejected(
   // Lines after the steps are COMMIT, or the built-in chains declared just before it.
   const atCommit = step === undefined && line !== undefined && line >= plan.steps.length + 2;
 
-  let what: string;
+  let rejected: string;
   if (step !== undefined) {
-    what = describeStep(plan, step, ` of ${transaction}`);
+    rejected = describeStep(plan, step, ` of ${transaction}`);
   } else if (atCommit) {
-    what = `${transaction} at COMMIT, where the kernel checks it as a whole`;
+    rejected = `${transaction} at COMMIT, where the kernel checks it as a whole`;
   } else {
-    what = transaction;
+    rejected = transaction;
   }
 
   let reason = explanation;
@@ -102,7 +102,7 @@ export function applyRejected(
 
   return new IptablesError(
     "APPLY_REJECTED",
-    `iptables-restore on ${where} rejected ${what}: ${reason}; nothing was changed`,
+    `iptables-restore on ${where} rejected ${rejected}: ${reason}; nothing was changed`,
     {
       details: {
         family,

@@ -13,7 +13,7 @@
  *   it loads the same matches and target and gives every slot to the same option.
  * - Each slot's test then guarantees that its value prints back as written and changes
  *   nothing else, so the whole line prints back unchanged.
- * `isKnownCanonical` answers true only for such lines. Every other line, including every line
+ * `isKnownCanonical` returns true only for such lines. Every other line, including every line
  * the canonicaliser would reject, takes the full path, so errors never come from here.
  */
 import type { SavedValueTest } from "./model";
@@ -135,7 +135,7 @@ function quotedTokenEnd(line: string, start: number): number {
 function fills(line: string, template: Template): boolean {
   const { literals, tests } = template;
   const length = line.length;
-  // `line.indexOf(literal, offset) === offset` tells whether the literal is at the offset. In
+  // `line.indexOf(literal, offset) === offset` checks whether the literal is at the offset. In
   // V8 (Node 20) it is several times faster than `startsWith`, which compares character by
   // character, and unlike a slice it allocates nothing.
   let position = literals[0].length;

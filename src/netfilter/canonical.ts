@@ -267,8 +267,8 @@ class RuleReader {
   read(): ParsedRule {
     let invert = false;
     while (this.index < this.tokens.length) {
-      // Where an option is expected, "!" negates it even when quoted: iptables-restore drops the
-      // quotes before its option parser sees the word.
+      // Where an option is expected, "!" negates it even when quoted, because iptables-restore
+      // drops the quotes before its option parser reads the word.
       const token = this.tokens[this.index++];
       if (token === "!") {
         if (invert) throw ruleError("RULE_SYNTAX", "!", 'two "!" in a row; negate an option once');
@@ -786,10 +786,10 @@ function contextFieldNumber(
 ): number {
   const number = typeof value === "string" ? numbers.get(value) : undefined;
   if (number !== undefined) return number;
-  const shown = typeof value === "string" ? quoteForMessage(value, 40) : String(value);
+  const shownValue = typeof value === "string" ? quoteForMessage(value, 40) : String(value);
   throw new IptablesError(
     "RULE_INVALID_VALUE",
-    `rule context ${field} ${shown} is invalid; use one of ${[...numbers.keys()].join(", ")}`,
+    `rule context ${field} ${shownValue} is invalid: use one of ${[...numbers.keys()].join(", ")}`,
     { details: { option: field, value } },
   );
 }

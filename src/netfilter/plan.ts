@@ -73,7 +73,7 @@ export interface TableChange {
   readonly newChains?: readonly string[];
   /**
    * Chains that must exist (built-in, in the table, or created by this change), such as a chain
-   * another tool owns; a missing one fails the plan with PLAN_CONFLICT before any step.
+   * another tool owns. A missing one fails the plan with PLAN_CONFLICT before any step.
    */
   readonly requireChains?: readonly string[];
   /**

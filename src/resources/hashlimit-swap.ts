@@ -7,8 +7,8 @@
  * the kernel keeps enforcing the old settings, although iptables-save prints the new ones.
  *
  * So an update that changes the settings but not the name goes through a temporary name:
- *   1. the rule is replaced by the new rule under a temporary hashlimit name (a fresh table with
- *      the new settings; the rule never leaves its place, so traffic is limited throughout),
+ *   1. the rule is replaced by the new rule under a temporary hashlimit name, which makes a fresh
+ *      table with the new settings (the rule keeps its place, so traffic is limited throughout),
  *   2. the old table goes once its last rule is gone (at once with iptables-legacy, shortly
  *      after the transaction with iptables-nft, which frees rules in the background),
  *   3. the rule is replaced by the new rule under its own name, which creates a fresh table.

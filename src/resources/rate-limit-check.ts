@@ -293,10 +293,10 @@ const SSH_SAFE_PER_SECOND = 1;
 const SSH_SAFE_BURST = 5;
 
 /**
- * Returns a warning when the rate limit also covers new SSH connections to the host (its hook
- * has no port filter, or names the connection's port) at a rate or burst so low that this
- * library, or an operator, could be locked out of SSH from one address. Each operation opens a
- * connection, and each change that can affect new connections opens one more to confirm it.
+ * Returns a warning when the rate limit also covers new SSH connections to the host at a rate or
+ * burst so low that this library, or an operator, could be locked out of SSH from one address.
+ * The hook covers SSH when it has no port filter or names the connection's port. Each
+ * operation opens a connection, and each change that can affect new connections one more.
  */
 export function sshThrottleWarning(name: string, args: RateLimitArgs): string | undefined {
   const connection = args.connection as { port?: unknown } | undefined;

@@ -80,7 +80,7 @@ export interface RateLimitArgs {
    */
   readonly hashlimitName?: pulumi.Input<string>;
   /**
-   * What happens to new connections within the rate. "RETURN" hands them back to the hook's
+   * Verdict for new connections within the rate. "RETURN" hands them back to the hook's
    * chain, so the host's own rules after the hook still decide (a port the host blocks stays
    * blocked). "ACCEPT" admits them at once, skipping every rule after the hook.
    * @default "RETURN"

@@ -204,15 +204,15 @@ export class Deployment {
    */
   async destroy(): Promise<OperationResult> {
     const op = new Operation(this.provider);
-    const kept = new Set<string>();
+    const keptUrns = new Set<string>();
     for (const resource of [...this.state].reverse()) {
       const neededBy = this.state.find(
         (other) =>
-          kept.has(other.urn) &&
+          keptUrns.has(other.urn) &&
           (other.dependencies.includes(resource.urn) || other.parent === resource.urn),
       );
       if (neededBy !== undefined) {
-        kept.add(resource.urn);
+        keptUrns.add(resource.urn);
         continue;
       }
       try {
@@ -220,7 +220,7 @@ export class Deployment {
         this.state = this.state.filter((r) => r.urn !== resource.urn);
       } catch (error) {
         op.errors.push(error as Error);
-        kept.add(resource.urn);
+        keptUrns.add(resource.urn);
       }
     }
     return op.finish("destroy", {});
@@ -267,8 +267,8 @@ export class Deployment {
     const outputs = await runProgram(this, program, preview, register, op.errors);
 
     if (!preview && op.errors.length === 0) {
-      const kept = new Set(registered.map((r) => r.urn));
-      const orphans = this.state.filter((r) => !kept.has(r.urn)).reverse();
+      const keptUrns = new Set(registered.map((r) => r.urn));
+      const orphans = this.state.filter((r) => !keptUrns.has(r.urn)).reverse();
       for (const resource of [...pendingDeletes.reverse(), ...orphans]) {
         try {
           if (resource.custom) await this.deleteOne(op, resource);

@@ -68,7 +68,7 @@ describe.each(["nft", "legacy"] as const)("applyTableChange on %s", (backend) =>
 
   // iptables-nft prints no policy counters ([0:0] always); iptables-legacy-restore used to zero them.
   it.runIf(backend === "legacy")("keeps the counters of built-in chains", async () => {
-    // FORWARD sees no traffic in a lab host, so its counters change only through restores.
+    // FORWARD carries no traffic in a lab host, so its counters change only through restores.
     const counted = await lab.exec(labHost, ["iptables-restore", "-c", "--noflush"], {
       input: "*filter\n:FORWARD ACCEPT [1000:50000]\nCOMMIT\n",
     });

@@ -218,7 +218,7 @@ describe("rule contexts", () => {
   it("names the value and the accepted ones", () => {
     const error = failure("-A INPUT -j ACCEPT", { family: "ipv5" } as unknown as RuleContext);
     expect(error.message).toMatchInlineSnapshot(
-      `"rule context family "ipv5" is invalid; use one of ipv4, ipv6"`,
+      `"rule context family "ipv5" is invalid: use one of ipv4, ipv6"`,
     );
   });
 

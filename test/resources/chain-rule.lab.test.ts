@@ -197,7 +197,7 @@ for (const index of [0, 1]) {
       const before = await save(host);
 
       const error = await deployment.up(claim()).catch((e: unknown) => e);
-      const afterRefusal = await save(host);
+      const rejectedDump = await save(host);
       const adopted = await deployment.up(claim(true));
       const afterAdoption = await save(host);
       await deployment.destroy();
@@ -213,7 +213,7 @@ for (const index of [0, 1]) {
           .split("\n")
           .filter((line) => !line.startsWith("#"))
           .map((line) => line.replace(/ \[\d+:\d+\]$/, ""));
-      expect(rules(afterRefusal)).toEqual(rules(before));
+      expect(rules(rejectedDump)).toEqual(rules(before));
       expect(adopted.calls).toMatchObject({ create: 1 });
       expect(afterAdoption).toContain(
         `-A OUTPUT -p udp -m udp --dport 9 -m comment --comment "${marker}" -j ACCEPT`,

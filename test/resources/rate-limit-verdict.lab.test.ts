@@ -1,6 +1,6 @@
 /**
- * What RateLimit does with connections within the rate, on one host per backend: by default
- * they return to INPUT, so a port the host's own rules drop stays dropped; with
+ * RateLimit's verdict for connections within the rate, on one host per backend. By default they
+ * return to INPUT, so a port the host's own rules drop stays dropped. With
  * `withinRate: "ACCEPT"` they are admitted before those rules.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

@@ -130,7 +130,7 @@ function connectionOf(host: LabHost, index: number) {
   return { host: host.ipv4, privateKey: host.privateKey };
 }
 
-/** The hashlimit table of host `index`'s RateLimit: the default name for this stack. */
+/** Returns the hashlimit table of host `index`'s RateLimit: the default name for this stack. */
 function tableName(index: number): string {
   return defaultHashlimitName(PROJECT, STACK, `web${index}`);
 }
@@ -360,118 +360,101 @@ describe("invalid inputs", () => {
   });
 });
 
-describe("invalid RateLimit arguments", () => {
-  it("fail the program before any resource is created", async () => {
+/** The outcome of an up that is expected to fail. */
+interface FailedUp {
+  readonly error: DeploymentError;
+  /** Custom resources in the stack's state afterwards. */
+  readonly created: number;
+}
+
+/**
+ * Runs one RateLimit "web" on `host` in a stack of its own, expecting the up to fail. Returns the
+ * error and the count of resources it created, then destroys them.
+ */
+async function failingRecipe(
+  host: LabHost,
+  stack: string,
+  args: Record<string, unknown>,
+): Promise<FailedUp> {
+  const fresh = await Deployment.start({ project: PROJECT, stack });
+  try {
+    const error = await fresh
+      .up((pkg: Package) => {
+        new pkg.RateLimit("web", {
+          connection: { host: host.ipv4, privateKey: host.privateKey },
+          ...args,
+        });
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DeploymentError);
+    const created = fresh.state.filter((resource) => resource.custom).length;
+    await fresh.destroy();
+    return { error: error as DeploymentError, created };
+  } finally {
+    await fresh.close();
+  }
+}
+
+describe("a RateLimit that cannot be applied", () => {
+  it("fails on invalid arguments first", async () => {
+    const before = await dumpAll();
+
+    const { error } = await failingRecipe(lab.hosts[0], "invalid-recipe", {
+      family: "both",
+      rejectWith: { ipv6: "icmp-port-unreachable" },
+      persist: false,
+    });
+
+    expect(error.message).toContain('rejectWith.ipv6 "icmp-port-unreachable" is invalid');
+    expect(error.result.calls).toMatchObject({ create: 0 });
+    expect(await dumpAll()).toEqual(before);
+  });
+
+  it("fails without an init system", async () => {
+    const before = await dumpAll();
+
+    const { error, created } = await failingRecipe(lab.hosts[1], "no-init", {
+      family: "both",
+      chain: "NO-INIT",
+    });
+
+    expect(error.message).toContain("runs neither systemd nor upstart");
+    expect(error.message).toContain("persist: false");
+    expect(created).toBe(0);
+    expect(await dumpAll()).toEqual(before);
+  });
+
+  it("fails without its hook chain", async () => {
+    const before = await dumpAll();
+
+    const { error, created } = await failingRecipe(lab.hosts[1], "no-hook-chain", {
+      chain: "NO-HOOK",
+      hook: { chain: "DOCKER-USER-MISSING" },
+      persist: false,
+    });
+
+    expect(error.message).toContain(
+      'chain "DOCKER-USER-MISSING" does not exist in the filter table on the host',
+    );
+    expect(created).toBe(0);
+    expect(await dumpAll()).toEqual(before);
+  });
+
+  it("removes the boot files of a failed create", async () => {
     const host = lab.hosts[0];
-    const before = await dumpAll();
-    const fresh = await Deployment.start({ project: PROJECT, stack: "invalid-recipe" });
-    try {
-      const error = await fresh
-        .up((pkg: Package) => {
-          new pkg.RateLimit("web", {
-            connection: { host: host.ipv4, privateKey: host.privateKey },
-            family: "both",
-            rejectWith: { ipv6: "icmp-port-unreachable" },
-            persist: false,
-          });
-        })
-        .catch((e: unknown) => e);
 
-      expect(error).toBeInstanceOf(DeploymentError);
-      expect(String((error as DeploymentError).message)).toContain(
-        'rejectWith.ipv6 "icmp-port-unreachable" is invalid',
-      );
-      expect((error as DeploymentError).result.calls).toMatchObject({ create: 0 });
-    } finally {
-      await fresh.close();
-    }
-    expect(await dumpAll()).toEqual(before);
-  });
-});
+    const { error } = await failingRecipe(host, "wrong-init", {
+      chain: "WRONG-INIT",
+      persist: { init: "systemd" },
+    });
+    const left = await lab.exec(host, [
+      "sh",
+      "-c",
+      "ls -d /etc/pulumi-iptables/* /etc/systemd/system/pulumi-iptables-* 2>/dev/null",
+    ]);
 
-describe("persist on a host without an init system", () => {
-  it("fails before any rule goes live", async () => {
-    const host = lab.hosts[1];
-    const before = await dumpAll();
-    const fresh = await Deployment.start({ project: PROJECT, stack: "no-init" });
-    try {
-      const error = await fresh
-        .up((pkg: Package) => {
-          new pkg.RateLimit("web", {
-            connection: { host: host.ipv4, privateKey: host.privateKey },
-            family: "both",
-            chain: "NO-INIT",
-          });
-        })
-        .catch((e: unknown) => e);
-
-      expect(error).toBeInstanceOf(DeploymentError);
-      expect((error as DeploymentError).message).toContain("runs neither systemd nor upstart");
-      expect((error as DeploymentError).message).toContain("persist: false");
-      expect(fresh.state.filter((resource) => resource.custom)).toEqual([]);
-    } finally {
-      await fresh.close();
-    }
-    expect(await dumpAll()).toEqual(before);
-  });
-});
-
-describe("a hook chain the host does not have", () => {
-  it("fails before anything is applied", async () => {
-    const host = lab.hosts[1];
-    const before = await dumpAll();
-    const fresh = await Deployment.start({ project: PROJECT, stack: "no-hook-chain" });
-    try {
-      const error = await fresh
-        .up((pkg: Package) => {
-          new pkg.RateLimit("web", {
-            connection: { host: host.ipv4, privateKey: host.privateKey },
-            chain: "NO-HOOK",
-            hook: { chain: "DOCKER-USER-MISSING" },
-            persist: false,
-          });
-        })
-        .catch((e: unknown) => e);
-
-      expect(error).toBeInstanceOf(DeploymentError);
-      expect((error as DeploymentError).message).toContain(
-        'chain "DOCKER-USER-MISSING" does not exist in the filter table on the host',
-      );
-      expect(fresh.state.filter((resource) => resource.custom)).toEqual([]);
-    } finally {
-      await fresh.close();
-    }
-    expect(await dumpAll()).toEqual(before);
-  });
-});
-
-describe("persist with an init system the host does not run", () => {
-  it("removes the boot files of the failed create", async () => {
-    const host = lab.hosts[0];
-    const fresh = await Deployment.start({ project: PROJECT, stack: "wrong-init" });
-    try {
-      const error = await fresh
-        .up((pkg: Package) => {
-          new pkg.RateLimit("web", {
-            connection: { host: host.ipv4, privateKey: host.privateKey },
-            chain: "WRONG-INIT",
-            persist: { init: "systemd" },
-          });
-        })
-        .catch((e: unknown) => e);
-      const left = await lab.exec(host, [
-        "sh",
-        "-c",
-        "ls -d /etc/pulumi-iptables/* /etc/systemd/system/pulumi-iptables-* 2>/dev/null",
-      ]);
-      await fresh.destroy();
-
-      expect(error).toBeInstanceOf(DeploymentError);
-      expect((error as DeploymentError).message).toContain("web-persist");
-      expect(left.stdout).toBe("");
-    } finally {
-      await fresh.close();
-    }
+    expect(error.message).toContain("web-persist");
+    expect(left.stdout).toBe("");
   });
 });
 

@@ -17,12 +17,13 @@ import {
   sizingWarning,
   type ConntrackSettings,
 } from "../../persist/conntrack";
-import { checkConnection, connectionAddress } from "../connection";
+import { connectionAddress } from "../connection";
 import { ENTRIES_WARNING_RATIO } from "../hashlimit-pressure";
-import { invalid, zodFailures, type CheckFailure } from "../failures";
+import { invalid, type CheckFailure } from "../failures";
 import { orUnknown } from "../fields";
 import { openHost } from "../host-access";
 import { containsUnknown } from "../unknown";
+import { parseInputs } from "../check-inputs";
 
 type Props = Record<string, unknown>;
 
@@ -81,18 +82,10 @@ export function checkConntrackSysctl(
   news: Props,
   warn = true,
 ): { inputs: Props; failures: CheckFailure[] } {
-  const input: Props = { ...DEFAULTS };
-  for (const [key, value] of Object.entries(news)) {
-    if (key !== "__provider" && value !== undefined && !OUTPUT_KEYS.includes(key))
-      input[key] = value;
-  }
-  const failures: CheckFailure[] = [];
-  if (!containsUnknown(input.connection)) failures.push(...checkConnection(input.connection));
-
-  const parsed = sysctlSchema.safeParse(input);
-  if (!parsed.success)
-    return { inputs: news, failures: [...failures, ...zodFailures(parsed.error, input)] };
-  const inputs = parsed.data as Props;
+  const parsed = parseInputs(news, DEFAULTS, OUTPUT_KEYS, sysctlSchema);
+  const failures = parsed.failures;
+  if (parsed.inputs === undefined) return { inputs: news, failures };
+  const inputs = parsed.inputs;
 
   if (!containsUnknown(inputs.settings)) {
     const normalized: Record<string, number> = {};

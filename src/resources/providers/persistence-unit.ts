@@ -16,8 +16,8 @@ import {
 import { persistPaths } from "../../persist/paths";
 import { restoreArgv } from "../../persist/restore-script";
 import { renderRulesFile, type PersistedTable } from "../../persist/rules-file";
-import { checkConnection, connectionAddress } from "../connection";
-import { errorFailure, zodFailures, type CheckFailure } from "../failures";
+import { connectionAddress } from "../connection";
+import { errorFailure, type CheckFailure } from "../failures";
 import {
   chainNameSchema,
   familySchema,
@@ -28,6 +28,7 @@ import {
 } from "../fields";
 import { openHost } from "../host-access";
 import { containsUnknown } from "../unknown";
+import { parseInputs } from "../check-inputs";
 
 type Props = Record<string, unknown>;
 
@@ -70,18 +71,10 @@ const OUTPUT_KEYS = ["resolvedInit", "unitName", "files", "skippedRules", "inSyn
 /** The provider of `PersistenceUnit`. */
 export const persistenceUnitProvider = {
   async check(_olds: Props, news: Props): Promise<{ inputs: Props; failures: CheckFailure[] }> {
-    const input: Props = { ...DEFAULTS };
-    for (const [key, value] of Object.entries(news)) {
-      if (key !== "__provider" && value !== undefined && !OUTPUT_KEYS.includes(key))
-        input[key] = value;
-    }
-    const failures: CheckFailure[] = [];
-    if (!containsUnknown(input.connection)) failures.push(...checkConnection(input.connection));
-
-    const parsed = unitSchema.safeParse(input);
-    if (!parsed.success)
-      return { inputs: news, failures: [...failures, ...zodFailures(parsed.error, input)] };
-    const inputs = parsed.data as Props;
+    const parsed = parseInputs(news, DEFAULTS, OUTPUT_KEYS, unitSchema);
+    const failures = parsed.failures;
+    if (parsed.inputs === undefined) return { inputs: news, failures };
+    const inputs = parsed.inputs;
 
     // The rules files are rendered here too when every value is known, so a rule the boot job
     // could not restore fails the preview instead of the update.
